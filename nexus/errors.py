@@ -1,0 +1,29 @@
+"""The project's exception tree.  Driver errors are translated once, at the edge."""
+
+
+class NexusError(Exception):
+    """Base class of every error nexus raises on purpose."""
+
+
+class ConfigError(NexusError):
+    """A setting in the environment is missing or malformed.  The message names the variable."""
+
+
+class DatabaseUnavailable(NexusError):
+    """PostgreSQL did not answer in time (down, restarting, too many connections)."""
+
+
+class MigrationError(NexusError):
+    """A migration file could not be applied; the message names the file."""
+
+
+class ExtractionError(NexusError):
+    """Prospect extraction failed."""
+
+
+class RetryableExtractionError(ExtractionError):
+    """A transient failure (rate limit, overload, 5xx, timeout, connection): try again later."""
+
+
+class PermanentExtractionError(ExtractionError):
+    """A failure that another attempt will not fix (bad request, output invalid twice)."""
