@@ -1,0 +1,1 @@
+-- Named queries: parsed into a dict by nexus.db.parse_queries().
