@@ -77,7 +77,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
     extractor = env.get("NEXUS_EXTRACTOR", "").strip().lower() or "auto"
     if extractor not in EXTRACTORS:
-        raise ConfigError(f"NEXUS_EXTRACTOR must be one of {', '.join(EXTRACTORS)}, got {extractor!r}")
+        raise ConfigError(
+            f"NEXUS_EXTRACTOR must be one of {', '.join(EXTRACTORS)}, got {extractor!r}"
+        )
     key = env.get("ANTHROPIC_API_KEY", "").strip() or None
     if extractor == "claude" and not key:
         raise ConfigError("ANTHROPIC_API_KEY must be set when NEXUS_EXTRACTOR=claude")
@@ -87,7 +89,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     max_backoff = _int(env, "NEXUS_MAX_BACKOFF_MS", DEFAULT_MAX_BACKOFF_MS, 0, 86_400_000)
     if max_backoff < min_backoff:
         raise ConfigError(
-            f"NEXUS_MAX_BACKOFF_MS ({max_backoff}) must not be below NEXUS_MIN_BACKOFF_MS ({min_backoff})"
+            f"NEXUS_MAX_BACKOFF_MS ({max_backoff}) must not be below "
+            f"NEXUS_MIN_BACKOFF_MS ({min_backoff})"
         )
 
     origins = []
@@ -96,7 +99,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         if not origin:
             continue
         if origin != "*" and not origin.startswith(("http://", "https://")):
-            raise ConfigError(f"NEXUS_ALLOWED_ORIGINS entries must be http(s) origins, got {origin!r}")
+            raise ConfigError(
+                f"NEXUS_ALLOWED_ORIGINS entries must be http(s) origins, got {origin!r}"
+            )
         origins.append(origin)
 
     return Settings(

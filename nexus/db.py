@@ -8,7 +8,9 @@ build queries.  Driver errors that mean "the database is not there" are translat
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -117,3 +119,144 @@ def translate_errors():
         if is_unavailable(exc):
             raise DatabaseUnavailable(str(exc.orig if hasattr(exc, "orig") else exc)) from exc
         raise
+
+
+# -- the queue's operations ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    queue_id: str
+    version: int
+    duplicate: bool
+
+
+def enqueue(
+    engine: Engine,
+    messages: list[dict],
+    session_id: str,
+    fingerprint: str | None,
+    metadata: dict,
+) -> Enqueued:
+    """Store a conversation (or recognise a resend); its broker message commits with it."""
+    with translate_errors(), engine.begin() as conn:
+        conn.execute(q("set_lock_timeout"))
+        row = conn.execute(
+            q("enqueue"),
+            {
+                "messages": json.dumps(messages),
+                "session_id": session_id,
+                "fingerprint": fingerprint,
+                "metadata": json.dumps(metadata),
+            },
+        ).one()
+    return Enqueued(str(row.queue_id), row.queue_version, row.duplicate)
+
+
+def ping(engine: Engine) -> None:
+    with translate_errors(), engine.connect() as conn:
+        conn.execute(q("ping"))
+
+
+def queue_stats(engine: Engine) -> dict:
+    """The seed's monitoring query plus the age of the oldest pending row (seconds)."""
+    with translate_errors(), engine.connect() as conn:
+        rows = conn.execute(q("stats_by_status")).all()
+        oldest = conn.execute(q("oldest_pending_age")).scalar()
+    by_status = {
+        status: {"count": 0, "avg_processing_time_sec": None}
+        for status in ("pending", "processing", "completed", "failed")
+    }
+    for row in rows:
+        avg = row.avg_processing_time_sec
+        by_status[row.status] = {
+            "count": row.count,
+            "avg_processing_time_sec": None if avg is None else round(float(avg), 3),
+        }
+    return {
+        "by_status": by_status,
+        "oldest_pending_age_sec": None if oldest is None else round(float(oldest), 3),
+    }
+
+
+@dataclass(frozen=True)
+class Claimed:
+    messages: list[dict]
+    fingerprint: str | None
+
+
+def claim_version(engine: Engine, queue_id: str, version: int) -> Claimed | None:
+    """Commit ``processing`` for this version; None when the delivery is stale or a duplicate."""
+    with translate_errors(), engine.begin() as conn:
+        row = conn.execute(q("claim_version"), {"queue_id": queue_id, "version": version}).first()
+    return None if row is None else Claimed(row.messages, row.fingerprint)
+
+
+def complete_version(
+    engine: Engine,
+    queue_id: str,
+    version: int,
+    result: dict,
+    usage: dict | None,
+    extractor: str,
+) -> dict | None:
+    """Mark the version completed and merge its prospect, in one transaction.
+
+    Returns the merge outcome (``{}`` when the row has no fingerprint), or None when the version
+    was no longer ``processing`` -- superseded or completed by another delivery -- in which case
+    nothing is written, so the merge happens exactly once per version.
+    """
+    with translate_errors(), engine.begin() as conn:
+        row = conn.execute(
+            q("complete_version"),
+            {
+                "queue_id": queue_id,
+                "version": version,
+                "result": json.dumps(result),
+                "usage": None if usage is None else json.dumps(usage),
+                "extractor": extractor,
+            },
+        ).first()
+        if row is None:
+            return None
+        if not row.fingerprint:
+            return {}
+        return conn.execute(
+            q("merge_prospect"), {"fingerprint": row.fingerprint, "data": json.dumps(result)}
+        ).scalar_one()
+
+
+def record_failure(
+    engine: Engine, queue_id: str, version: int, error: str, final: bool
+) -> tuple[int, str] | None:
+    """Record one failed attempt; returns (retry_count, status) or None if stale."""
+    with translate_errors(), engine.begin() as conn:
+        row = conn.execute(
+            q("record_failure"),
+            {
+                "queue_id": queue_id,
+                "version": version,
+                "error": error[:2000],
+                "final": final,
+            },
+        ).first()
+    return None if row is None else (row.retry_count, row.status)
+
+
+def cleanup_old_rows(engine: Engine, batch_size: int = 1000) -> int:
+    """Delete expired rows in batches, one short transaction each; returns the total."""
+    total = 0
+    while True:
+        with translate_errors(), engine.begin() as conn:
+            deleted = conn.execute(q("cleanup_batch"), {"limit": batch_size}).scalar_one()
+        total += deleted
+        if deleted < batch_size:
+            return total
+
+
+def claim_clock_slot(engine: Engine, job: str, slot) -> bool:
+    """True for exactly one caller per (job, slot), across every clock process."""
+    with translate_errors(), engine.begin() as conn:
+        won = conn.execute(q("claim_clock_slot"), {"job": job, "slot": slot}).first() is not None
+        conn.execute(q("forget_old_clock_slots"))
+    return won

@@ -19,6 +19,7 @@ MIGRATIONS_DIR = SQL_DIR / "migrations"
 #: Key of the advisory lock held while migrating (any constant unique to this project).
 LOCK_KEY = 0x6E657875  # "nexu"
 
+_RECORD = "INSERT INTO public.nexus_schema_migrations (version, name) VALUES (%s, %s)"
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS public.nexus_schema_migrations (
     version     text PRIMARY KEY,
@@ -94,10 +95,7 @@ def upgrade(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                 try:
                     cur.execute("BEGIN")
                     cur.execute(migration.sql)
-                    cur.execute(
-                        "INSERT INTO public.nexus_schema_migrations (version, name) VALUES (%s, %s)",
-                        (migration.version, migration.name),
-                    )
+                    cur.execute(_RECORD, (migration.version, migration.name))
                     cur.execute("COMMIT")
                 except psycopg2.Error as exc:
                     cur.execute("ROLLBACK")

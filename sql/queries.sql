@@ -1,1 +1,72 @@
--- Named queries: parsed into a dict by nexus.db.parse_queries().
+-- Named queries: parsed into a dict by nexus.db.parse_queries() and run by name.
+
+-- name: enqueue
+-- The idempotent upsert (see nexus_enqueue in 0001); the dispatch trigger adds the message.
+SELECT queue_id, queue_version, duplicate
+  FROM public.nexus_enqueue(CAST(:messages AS jsonb), :session_id, :fingerprint,
+                            CAST(:metadata AS jsonb));
+
+-- name: set_lock_timeout
+SET LOCAL lock_timeout = '2s';
+
+-- name: ping
+SELECT 1;
+
+-- name: stats_by_status
+-- The seed's monitoring query, timed from when the current version was enqueued.
+SELECT status,
+       count(*) AS count,
+       avg(extract(epoch FROM (processed_at - enqueued_at))) AS avg_processing_time_sec
+  FROM public.nexus_queue
+ WHERE enqueued_at > now() - interval '24 hours'
+ GROUP BY status
+ ORDER BY status;
+
+-- name: oldest_pending_age
+SELECT extract(epoch FROM (now() - min(enqueued_at))) AS seconds
+  FROM public.nexus_queue
+ WHERE status = 'pending';
+
+-- name: claim_version
+-- Start an attempt on one version of a row.  'processing' is accepted too: a message
+-- redelivered after its worker died must still be processed.  Anything else (completed,
+-- failed, or a newer version) makes the delivery a no-op.
+UPDATE public.nexus_queue
+   SET status = 'processing', started_at = now(), updated_at = now()
+ WHERE id = CAST(:queue_id AS uuid) AND version = :version
+   AND status IN ('pending', 'processing')
+RETURNING messages, fingerprint;
+
+-- name: complete_version
+-- Fenced by version and status: a late attempt on an old version never touches a newer one,
+-- and a second delivery of the same version finds it completed already.
+UPDATE public.nexus_queue
+   SET status = 'completed', processed_at = now(), updated_at = now(), error_message = NULL,
+       result = CAST(:result AS jsonb), usage = CAST(:usage AS jsonb), extractor = :extractor
+ WHERE id = CAST(:queue_id AS uuid) AND version = :version AND status = 'processing'
+RETURNING fingerprint;
+
+-- name: merge_prospect
+SELECT public.update_prospect_data(:fingerprint, CAST(:data AS jsonb)) AS outcome;
+
+-- name: record_failure
+-- One failed attempt: bump retry_count, keep the reason; the last one marks the row failed.
+UPDATE public.nexus_queue
+   SET retry_count = retry_count + 1,
+       error_message = :error,
+       status = CASE WHEN :final THEN 'failed' ELSE 'pending' END,
+       processed_at = CASE WHEN :final THEN now() END,
+       updated_at = now()
+ WHERE id = CAST(:queue_id AS uuid) AND version = :version AND status = 'processing'
+RETURNING retry_count, status;
+
+-- name: cleanup_batch
+SELECT public.cleanup_old_nexus_queue(:limit) AS deleted;
+
+-- name: claim_clock_slot
+INSERT INTO public.nexus_clock_slots (job, slot) VALUES (:job, :slot)
+ON CONFLICT DO NOTHING
+RETURNING job;
+
+-- name: forget_old_clock_slots
+DELETE FROM public.nexus_clock_slots WHERE slot < now() - interval '7 days';
