@@ -260,3 +260,10 @@ def claim_clock_slot(engine: Engine, job: str, slot) -> bool:
         won = conn.execute(q("claim_clock_slot"), {"job": job, "slot": slot}).first() is not None
         conn.execute(q("forget_old_clock_slots"))
     return won
+
+
+def broker_stats(engine: Engine) -> dict:
+    """The broker's backlog (ready, delayed, in flight) and dead letters, from its own SQL."""
+    with translate_errors(), engine.connect() as conn:
+        row = conn.execute(q("broker_backlog")).one()
+    return dict(row._mapping)

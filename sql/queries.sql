@@ -70,3 +70,7 @@ RETURNING job;
 
 -- name: forget_old_clock_slots
 DELETE FROM public.nexus_clock_slots WHERE slot < now() - interval '7 days';
+
+-- name: broker_backlog
+-- Placeholder until the broker's tables exist; replaced by the broker's own counts.
+SELECT 0 AS ready, 0 AS delayed, 0 AS in_flight, 0 AS dead;
