@@ -267,3 +267,9 @@ def broker_stats(engine: Engine) -> dict:
     with translate_errors(), engine.connect() as conn:
         row = conn.execute(q("broker_backlog")).one()
     return dict(row._mapping)
+
+
+def sweep_stuck_rows(engine: Engine, min_age_s: int) -> int:
+    """Give a new broker message to every row stuck without one; returns how many."""
+    with translate_errors(), engine.begin() as conn:
+        return conn.execute(q("sweep_stuck_rows"), {"min_age_s": min_age_s}).scalar_one()

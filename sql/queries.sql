@@ -69,8 +69,22 @@ ON CONFLICT DO NOTHING
 RETURNING job;
 
 -- name: forget_old_clock_slots
-DELETE FROM public.nexus_clock_slots WHERE slot < now() - interval '7 days';
+DELETE FROM public.nexus_clock_slots WHERE fired_at < now() - interval '7 days';
 
 -- name: broker_backlog
 -- Placeholder until the broker's tables exist; replaced by the broker's own counts.
 SELECT 0 AS ready, 0 AS delayed, 0 AS in_flight, 0 AS dead;
+
+-- name: sweep_stuck_rows
+-- Rows in pending/processing, quiet for a while, with no live message for their version
+-- (ready, delayed or claimed): give each one a new message.  Dead letters do not count.
+SELECT count(public.broker_enqueue('nexus', 'process_nexus_message',
+                                   jsonb_build_array(q.id::text, q.version))) AS swept
+  FROM public.nexus_queue q
+ WHERE q.status IN ('pending', 'processing')
+   AND q.updated_at < now() - make_interval(secs => :min_age_s)
+   AND NOT EXISTS (
+       SELECT FROM public.broker_messages m
+        WHERE m.actor_name = 'process_nexus_message'
+          AND m.args ->> 0 = q.id::text
+          AND m.args -> 1 = to_jsonb(q.version));
