@@ -1,0 +1,197 @@
+-- The broker's queries (nexus/broker/), loaded by name.  Schema: migrations/0002_broker.sql.
+-- Every deadline is computed from the database clock, clock_timestamp(), never from Python's.
+
+-- name: enqueue
+INSERT INTO broker_messages (
+    message_id, queue_name, actor_name, args, kwargs, options, message_timestamp, due_at)
+VALUES (
+    :message_id, :queue_name, :actor_name, :args, :kwargs, :options, :message_timestamp,
+    clock_timestamp() + :delay_ms * interval '1 millisecond')
+
+-- name: enqueue_many
+-- One statement for a batch (one notify per statement).
+INSERT INTO broker_messages (
+    message_id, queue_name, actor_name, args, kwargs, options, message_timestamp, due_at)
+SELECT m.message_id::uuid, m.queue_name, m.actor_name, m.args::jsonb, m.kwargs::jsonb,
+       m.options::jsonb, m.message_timestamp,
+       clock_timestamp() + m.delay_ms * interval '1 millisecond'
+FROM unnest(CAST(:message_ids AS text[]), CAST(:queue_names AS text[]),
+            CAST(:actor_names AS text[]), CAST(:args AS text[]), CAST(:kwargs AS text[]),
+            CAST(:options AS text[]), CAST(:timestamps AS bigint[]), CAST(:delays AS bigint[]))
+     AS m(message_id, queue_name, actor_name, args, kwargs, options, message_timestamp, delay_ms)
+
+-- name: claim
+-- Hand out up to :limit due messages of one queue to worker :worker_id.  SKIP LOCKED lets
+-- concurrent consumers take disjoint batches; attempts is the fence of this claim.
+WITH picked AS (
+    SELECT message_id
+    FROM broker_messages
+    WHERE queue_name = :queue_name AND state = 'ready' AND due_at <= clock_timestamp()
+    ORDER BY due_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE broker_messages m
+SET state = 'claimed', worker_id = :worker_id, claimed_at = clock_timestamp(),
+    attempts = m.attempts + 1
+FROM picked
+WHERE m.message_id = picked.message_id
+RETURNING m.message_id, m.queue_name, m.actor_name, m.args, m.kwargs, m.options,
+          m.message_timestamp, m.attempts, m.retries
+
+-- name: next_due
+-- Milliseconds until the next ready message of the queue is due (negative: due already).
+SELECT extract(epoch FROM min(due_at) - clock_timestamp()) * 1000 AS due_in_ms
+FROM broker_messages
+WHERE queue_name = :queue_name AND state = 'ready'
+
+-- name: ack
+-- Delete finished messages, fenced by their claim (attempt number, still claimed): a message
+-- rescheduled, released or re-claimed since is left alone, and writing a batch twice is a no-op.
+DELETE FROM broker_messages m
+USING unnest(CAST(:message_ids AS uuid[]), CAST(:attempts AS integer[])) AS f(message_id, attempts)
+WHERE m.message_id = f.message_id AND m.attempts = f.attempts AND m.state = 'claimed'
+
+-- name: retry
+-- Reschedule in place: the same row, due after its backoff, claim released, retries counted.
+WITH rescheduled AS (
+    UPDATE broker_messages m
+    SET state = 'ready', worker_id = NULL, claimed_at = NULL, retries = m.retries + 1,
+        due_at = clock_timestamp() + f.delay_ms * interval '1 millisecond', last_error = f.error
+    FROM unnest(CAST(:message_ids AS uuid[]), CAST(:attempts AS integer[]),
+                CAST(:delays AS bigint[]), CAST(:errors AS text[]))
+         AS f(message_id, attempts, delay_ms, error)
+    WHERE m.message_id = f.message_id AND m.attempts = f.attempts AND m.state = 'claimed'
+    RETURNING m.queue_name
+)
+SELECT pg_notify('broker_wakeup', q.queue_name)
+FROM (SELECT DISTINCT queue_name FROM rescheduled) AS q
+
+-- name: requeue
+-- Give claimed messages back (worker shutdown): ready now, no retry counted.
+WITH released AS (
+    UPDATE broker_messages m
+    SET state = 'ready', worker_id = NULL, claimed_at = NULL
+    FROM unnest(CAST(:message_ids AS uuid[]), CAST(:attempts AS integer[]))
+         AS f(message_id, attempts)
+    WHERE m.message_id = f.message_id AND m.attempts = f.attempts AND m.state = 'claimed'
+    RETURNING m.queue_name
+)
+SELECT pg_notify('broker_wakeup', q.queue_name)
+FROM (SELECT DISTINCT queue_name FROM released) AS q
+
+-- name: dead_letter
+-- Move failed messages to the dead letters, fenced like ack.
+WITH dead AS (
+    DELETE FROM broker_messages m
+    USING unnest(CAST(:message_ids AS uuid[]), CAST(:attempts AS integer[]),
+                 CAST(:errors AS text[]), CAST(:tracebacks AS text[]))
+          AS f(message_id, attempts, error, traceback)
+    WHERE m.message_id = f.message_id AND m.attempts = f.attempts AND m.state = 'claimed'
+    RETURNING m.*, f.error AS dead_error, f.traceback AS dead_traceback
+)
+INSERT INTO broker_dead_letters (
+    message_id, queue_name, actor_name, args, kwargs, options, message_timestamp, enqueued_at,
+    attempts, retries, error, traceback)
+SELECT message_id, queue_name, actor_name, args, kwargs, options, message_timestamp,
+       enqueued_at, attempts, retries, dead_error, dead_traceback
+FROM dead
+ON CONFLICT (message_id) DO NOTHING
+
+-- name: release_unknown
+-- After a claim whose outcome is unknown (connection lost around its commit): give back this
+-- worker's claims on the queue that the consumer does not hold.
+WITH released AS (
+    UPDATE broker_messages
+    SET state = 'ready', worker_id = NULL, claimed_at = NULL
+    WHERE state = 'claimed' AND worker_id = :worker_id AND queue_name = :queue_name
+      AND NOT (message_id = ANY (CAST(:held AS uuid[])))
+    RETURNING queue_name
+)
+SELECT pg_notify('broker_wakeup', q.queue_name)
+FROM (SELECT DISTINCT queue_name FROM released) AS q
+
+-- name: register_worker
+INSERT INTO broker_workers (id, hostname, pid, lease_until)
+VALUES (:worker_id, :hostname, :pid, clock_timestamp() + :lease_ms * interval '1 millisecond')
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = clock_timestamp(), lease_until = EXCLUDED.lease_until
+
+-- name: heartbeat
+UPDATE broker_workers
+SET heartbeat_at = clock_timestamp(),
+    lease_until = clock_timestamp() + :lease_ms * interval '1 millisecond'
+WHERE id = :worker_id
+
+-- name: unregister_worker
+-- A clean shutdown: give back whatever is still claimed, forget the worker.
+WITH released AS (
+    UPDATE broker_messages
+    SET state = 'ready', worker_id = NULL, claimed_at = NULL
+    WHERE state = 'claimed' AND worker_id = :worker_id
+    RETURNING queue_name
+), gone AS (
+    DELETE FROM broker_workers WHERE id = :worker_id
+)
+SELECT pg_notify('broker_wakeup', q.queue_name)
+FROM (SELECT DISTINCT queue_name FROM released) AS q
+
+-- name: reap
+SELECT broker_reap(:lease_ms) AS released
+
+-- name: pending_count
+-- Live messages (ready, delayed or claimed) of a queue, and the database clock, for join().
+SELECT (SELECT count(*) FROM broker_messages WHERE queue_name = :queue_name) AS pending,
+       clock_timestamp() AS now
+
+-- name: flush
+DELETE FROM broker_messages WHERE queue_name = ANY (CAST(:queue_names AS text[]))
+
+-- name: flush_dead_letters
+DELETE FROM broker_dead_letters WHERE queue_name = ANY (CAST(:queue_names AS text[]))
+
+-- name: stats
+-- Backlog per queue: ready (due now), delayed (due later), claimed (prefetched or running),
+-- and dead letters.
+WITH live AS (
+    SELECT queue_name,
+           count(*) FILTER (WHERE state = 'ready' AND due_at <= clock_timestamp()) AS ready,
+           count(*) FILTER (WHERE state = 'ready' AND due_at > clock_timestamp()) AS delayed,
+           count(*) FILTER (WHERE state = 'claimed') AS claimed,
+           min(enqueued_at) FILTER (WHERE state = 'ready' AND due_at <= clock_timestamp())
+               AS oldest_ready_at
+    FROM broker_messages
+    GROUP BY queue_name
+), dead AS (
+    SELECT queue_name, count(*) AS dead_letters
+    FROM broker_dead_letters
+    GROUP BY queue_name
+)
+SELECT coalesce(live.queue_name, dead.queue_name) AS queue_name,
+       coalesce(live.ready, 0) AS ready,
+       coalesce(live.delayed, 0) AS delayed,
+       coalesce(live.claimed, 0) AS claimed,
+       coalesce(dead.dead_letters, 0) AS dead_letters,
+       extract(epoch FROM clock_timestamp() - live.oldest_ready_at) AS oldest_ready_s
+FROM live FULL JOIN dead ON dead.queue_name = live.queue_name
+ORDER BY 1
+
+-- name: dead_letters
+SELECT message_id, queue_name, actor_name, args, kwargs, options, retries, attempts, error,
+       traceback, enqueued_at, failed_at
+FROM broker_dead_letters
+WHERE CAST(:queue_name AS text) IS NULL OR queue_name = :queue_name
+ORDER BY failed_at DESC, message_id
+LIMIT :limit
+
+-- name: has_live_message
+-- Is a message for this actor whose args start with :prefix (a JSON array) still live?
+SELECT EXISTS (
+    SELECT FROM broker_messages
+    WHERE actor_name = :actor_name
+      AND args ->> 0 IS NOT DISTINCT FROM (CAST(:prefix AS jsonb) ->> 0)
+      AND jsonb_path_query_array(
+              args, CAST('$[0 to ' || (jsonb_array_length(CAST(:prefix AS jsonb)) - 1) || ']'
+                         AS jsonpath))
+          = CAST(:prefix AS jsonb)
+) AS live
