@@ -1,0 +1,47 @@
+"""The extractor interface: a conversation in, an :class:`ExtractionResult` out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .prospect import Prospect
+
+#: A conversation as the widget sends it: ``[{"role": "user"|"assistant", "content": str}]``.
+Messages = list[dict]
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    """A validated prospect, plus what producing it cost.
+
+    ``usage`` is None for the rules extractor.  For Claude it holds ``model``,
+    ``input_tokens``, ``output_tokens``, ``cache_creation_input_tokens`` and
+    ``cache_read_input_tokens`` (tokens, summed over the calls this extraction made).
+    """
+
+    prospect: Prospect
+    usage: dict | None = None
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """Anything with a ``name`` and an ``extract`` method.
+
+    ``extract`` raises :class:`~nexus.errors.RetryableExtractionError` for a transient
+    failure and :class:`~nexus.errors.PermanentExtractionError` for one another attempt
+    will not fix; it never returns an out-of-schema prospect.
+    """
+
+    name: str
+
+    def extract(self, messages: Messages) -> ExtractionResult: ...
+
+
+def visitor_texts(messages: Messages) -> list[str]:
+    """The visitor's (``role == "user"``) message texts, in order; malformed items skipped."""
+    return [
+        m["content"]
+        for m in messages
+        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str)
+    ]

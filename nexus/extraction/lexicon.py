@@ -1,0 +1,161 @@
+"""Spanish (and some English) vocabulary for the rules extractor, written *folded*.
+
+Every pattern here is matched against folded text: lower case, accents removed (``inversión``
+-> ``inversion``, ``ñ`` -> ``n``), so one spelling covers the ways visitors type a word.
+Weights of archetype cues: 3 = states the situation outright, 2 = a strong cue, 1 = a hint.
+"""
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+#: Rubric intent cues (SPEC section 6: "quiero", "empezar", "inversión" and the like).
+INTENT = (
+    r"quiero|kiero|quisiera|me interesa|me interesaria|me gustaria|me encantaria|busco|deseo",
+    r"necesito algo|me apunto|cuenten conmigo|quiero ser parte",
+    r"empezar|comenzar|iniciar|arrancar|unirme|inscribirme|registrarme|sumarme",
+    r"invertir|inversion|cuando empiezo|como me uno",
+    r"i want|i'?m interested|interested in|sign me up",
+)
+#: "No me interesa" and its equivalents: the rubric's -3.
+REJECTION = (
+    r"no me interesa|no estoy interesad[oa]|no nos interesa|not interested",
+    r"no quiero saber nada|dejen de (?:mandarme|escribirme|molestar)|dejenme en paz",
+    r"no me escriban mas|no me contacten",
+)
+
+OBJECTIONS = {
+    "precio": (
+        r"car[oa]s?|carisim[oa]s?|costos[oa]|precio|cost[oe]s?|cuesta|expensive|pricey",
+        r"cuanto (?:cuesta|vale|sale|es la inscripcion|es el kit|hay que (?:pagar|invertir|poner))",
+        r"how much|cost|broke|can'?t afford|no puedo pagar",
+        r"hay que pagar|no me alcanza|presupuesto|no (?:lo|los) tengo|me cobra\w*|cobran",
+        r"(?:no quiero|no puedo) (?:volver a )?pagar|cort[oa] de (?:dinero|plata|lana)",
+        r"(?:no tengo|sin|ni|poca|mucha|poner) (?:mucha |mucho |nada de )?"
+        r"(?:dinero|plata|lana|pasta|guita|money)",
+    ),
+    "tiempo": (
+        r"no tengo (?:mucho |nada de |el )?tiempo|sin tiempo|poco tiempo libre",
+        r"no me da el tiempo|no me alcanza el tiempo|ocupad[oa]s?|me absorbe|agenda llena",
+        r"tiempo no tengo|no me queda tiempo|no tengo ni un minuto|sin un minuto libre",
+        r"busy|no time|(?:don'?t|do not) have (?:the )?time|a full|a tope|sin descanso",
+    ),
+    "confianza": (
+        r"estafa\w*|fraude\w*|engano|enganos|timo|ladron\w*|scam\w*|legit",
+        r"no confio|desconfio|desconfianza|no me fio|no me convence|no me da confianza",
+        r"(?:es|sera|esto es|son) (?:legal|legales|seguro|real|reales|confiable)",
+        r"farsa|mentira\w*|trampa|sospechos[oa]|dudos[oa]|no les creo|no creo en|es un cuento",
+        r"comprobar|verificar|quienes son ustedes|tienen ruc|fake",
+        r"demasiado bueno para ser verdad|too good to be true",
+    ),
+    "mlm": (
+        r"multinivel\w*|multi-nivel\w*|piramid\w*|mlm|network marketing|esquemas?",
+        r"red de gente|gente debajo|pyramid schemes?|ponzi",
+        r"reclutar\w*|ganan los de arriba|herbalife|vender(?:le)? a (?:mis|tus) amig\w+",
+        r"vendiendo a (?:mis|tus) amig\w+",
+    ),
+}
+
+_SHOP = (
+    r"tienda|negocio|negocito|negosio|empresa|ferreteria|bodega|panaderia|restaurante|bar"
+    r"|distribuidora|minimarket|taller|local|cafeteria|peluqueria|farmacia|puesto|kiosco"
+    r"|quiosco|pulperia|almacen|colmado|tiendita|papeleria|libreria|carniceria|verduleria"
+    r"|floreria|boutique|lavanderia|salon de belleza|estetica|fonda|cocina economica|food truck"
+    r"|taqueria|pizzeria|heladeria|pasteleria|comedor|cevicheria|polleria|cafe|hotel|hostal"
+)
+ARCHETYPES = {
+    "emprendedor_dueno_negocio": (
+        (3, rf"(?:tengo|manejo|atiendo) (?:un|una|mi) (?:pequen[oa] )?(?:{_SHOP})"),
+        (2, r"mi (?:negocio|negocito|negosio|empresa|tienda|local|emprendimiento)"),
+        (2, r"duen[oa]|emprendedor[a]?|emprendimiento|pyme|comerciante|i own a|mis empleados"),
+        (1, rf"negocio|negosio|{_SHOP}|abarrotes|bakery|clientela"),
+    ),
+    "profesional_vision": (
+        (2, r"ingenier[oa]|abogad[oa]|contador[a]?|medic[oa]|doctor[a]?|cirujan[oa]"),
+        (2, r"enfermer[oa]|nurse|arquitect[oa]|profesor[a]?|maestr[oa]|docente|licenciad[oa]"),
+        (2, r"odontolog[oa]|dentista|psicolog[oa]|veterinari[oa]|economista|periodista"),
+        (2, r"tecnic[oa]|secretari[oa]|cajer[oa]|meser[oa]|chofer|policia|operari[oa]"),
+        (2, r"engineer|developer|lawyer|accountant|teacher|analista|supervisor[a]?"),
+        (2, r"profesion|profesional|administrativ[oa]|gerente|emplead[oa]|ejecutiv[oa]"),
+        (2, r"trabajo (?:de|como) \w+|sueldo|salario|quincena|mi trabajo"),
+        (2, r"trabajo en (?:un|una) (?:firma|banco|constructora|hospital|oficina|gestoria)"),
+        (1, r"oficina|mi jefe|despacho|turnos|colegas|firma|hospital|banco|consulta|fintech"),
+    ),
+    "lider_hogar": (
+        (3, r"ama de casa|amo de casa|madre soltera|padre soltero"),
+        (2, r"mama|madre|papa|abuela|abuelo|hogar|mis hij[oa]s|mis ninos|mis nietos"),
+        (2, r"mis bebes|gemelos|mellizos|mi familia|cuido a"),
+        (1, r"hij[oa]s|ninos|ninas|nietos|bebes|esposo|marido|familia|en casa|desde casa"),
+    ),
+    "joven_ambicion": (
+        (3, r"estudiante|universitari[oa]"),
+        (2, r"estudio|universidad|uni|facu|facultad|colegio|mis papas|primer trabajo"),
+        (2, r"high school|college|secundaria|prepa|preparatoria|semestre|bachillerato"),
+        (2, r"tengo (?:1[5-9]|2[0-4])(?: anos)?|i'?m (?:1[89]|2[0-4])|recien (?:sali|egresad[oa])"),
+        (1, r"joven|clases|examenes|(?:1[5-9]|2[0-4]) anos|carrera|my mom|mi mama dice"),
+    ),
+    "independiente_freelancer": (
+        (3, r"freelance\w*|por mi cuenta|independiente"),
+        (2, r"consultor[a]?|disenador[a]?|fotograf[oa]|traductor[a]?|programador[a]?"),
+        (2, r"community manager|edicion de videos|editor[a]? de video|por proyectos"),
+        (
+            2,
+            r"ilustrador[a]?|artesan[oa]|carpinter[oa]|por catalogo|por encargo|encargos?"
+            r"|para mi mism[oa]|cuenta propia|oficios?",
+        ),
+        (2, r"mis clientes|mis clientas|clientas fijas|clientes fijos|self-employed"),
+        (1, r"clientes|clientas|remoto|remote|marcas|vendedor[a]?"),
+    ),
+    "lider_comunidad": (
+        (2, r"comunidad|comunitari[oa]|lider|lidero|lidera|iglesia|parroquia|pastor[a]?"),
+        (2, r"voluntari[oa]s|asociacion|organizo|coordino|seguidores|entrenador[a]?"),
+        (2, r"president[ea]|influencer|fundacion|ong|dirijo|catecismo|catequesis"),
+        (2, r"ministerio|llevo un grupo|mi grupo|mi gente|lideresa|dirigente"),
+        (1, r"grupo de|equipo de|vecinos|barrio|colonia|junta"),
+    ),
+}
+
+#: Occupations recognised after "soy" / "trabajo como" (kept as typed in ``ocupacion``).
+OCCUPATIONS = (
+    r"ingenier[oa](?: \w+)?|abogad[oa]|contador[a]?(?: public[oa])?|medic[oa](?: cirujan[oa])?"
+    r"|enfermer[oa]|arquitect[oa]|profesor[a]?(?: de \w+)?|maestr[oa]|docente|disenador[a]?"
+    r"(?: grafic[oa])?|fotograf[oa]|traductor[a]?|programador[a]?|consultor[a]?|estudiante"
+    r"|ama de casa|administrativ[oa]|comerciante|emprendedor[a]?|community manager|nurse"
+)
+
+#: Phrases that make "soy X" / a reply not a name (folded).  Titles are skipped instead.
+NOT_NAMES = _words(
+    """de del la el los las un una muy nuevo nueva yo tu su mi no si ok hola buenas buenos
+    eso esto este esta aqui alli nada nadie alguien todo mama madre papa padre abuela abuelo
+    hijo hija estudiante persona cliente socio socia amigo amiga fan gracias claro bueno dale
+    vale perfecto listo jaja jeje jajaja gente senor senora profe quien que como"""
+)
+TITLES = _words(
+    """hermana hermano sr sra srta don dona dr dra doctor doctora ing lic licenciado
+    licenciada pastor pastora profesor profesora sor padre"""
+)
+#: Words that end a name typed in lower case ("me llamo ana y quiero ...").
+STOP_WORDS = _words(
+    """y e pero que soy tengo quiero estoy vivo trabajo from and desde en con mi me para por a
+    al de del les los las le la el un una busco necesito tambien aqui ahi tenia vengo estudio
+    es era fue i im not no si gracias porfa favor este esta jaja kiero qiero info"""
+)
+#: Common first names, so a name typed in lower case after "soy" or as a bare reply counts.
+FIRST_NAMES = _words(
+    """juan jose luis carlos jorge pedro miguel angel david daniel diego andres felipe
+    alejandro fernando francisco javier manuel antonio ricardo roberto eduardo sergio pablo
+    raul ramon hector oscar mario alberto gustavo martin matias sebastian tomas nicolas
+    santiago mateo samuel kevin cristian christian jesus rafael enrique victor hugo ivan
+    esteban ernesto gabriel emilio adrian alvaro ruben julio cesar marco marcos renzo
+    maria ana lucia sofia valentina camila isabella daniela gabriela paula carmen laura
+    andrea patricia rosa elena marta pilar natalia carolina claudia monica sandra veronica
+    adriana alejandra fernanda guadalupe lupita yesenia ximena valeria mariana juliana
+    catalina luciana julia silvia teresa beatriz rocio marisol andreina lorena paola
+    karina diana susana gloria luz esperanza margarita sara alicia irene cristina nuria"""
+)
+#: An assistant question asking for the visitor's name: the next visitor reply may be it.
+NAME_QUESTION = (
+    r"como te llamas|como se llama|tu nombre|su nombre|your name|con quien tengo el gusto"
+    r"|a quien tengo el gusto"
+)

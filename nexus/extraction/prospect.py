@@ -1,0 +1,184 @@
+"""The extracted prospect and the one function that makes any raw answer safe to store.
+
+Both extractors end in :func:`normalise`, so whatever a model (or a visitor talking to it)
+produces, only values from SPEC section 6's schema reach ``update_prospect_data``: unknown
+enum values are dropped, interest is clamped to 0..10 in halves, ``momento_optimo`` is
+recomputed from interest, and contacts that do not look like an email or a phone are nulled.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+ARQUETIPOS = (
+    "emprendedor_dueno_negocio",
+    "profesional_vision",
+    "lider_hogar",
+    "joven_ambicion",
+    "independiente_freelancer",
+    "lider_comunidad",
+)
+#: Canonical order of objections; ``Prospect.objeciones`` is always a subsequence of it.
+OBJECIONES = ("precio", "tiempo", "confianza", "mlm")
+MOMENTOS = ("caliente", "tibio", "frio")
+
+MAX_TEXT = 200  #: characters kept of a name or occupation
+MAX_EMAIL = 254  #: characters, RFC 5321's path limit
+MIN_PHONE_DIGITS, MAX_PHONE_DIGITS = 7, 15  #: E.164 allows at most 15 digits
+
+_SPACES = re.compile(r"\s+")
+_EMAIL = re.compile(
+    r"[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9\-]+)*\.[a-z]{2,24}"
+)
+#: A person's name: letters, with inner spaces, apostrophes, hyphens and dots ("Ma. José").
+_NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ .'\-’])*", re.UNICODE)
+_LOWER_PARTICLES = frozenset(
+    {"de", "del", "la", "las", "los", "y", "e", "da", "do", "dos", "van", "von"}
+)
+
+
+@dataclass(frozen=True)
+class Prospect:
+    """What the visitor told us.  ``nivel_interes`` is 0..10 in steps of 0.5."""
+
+    nombre: str | None = None
+    email: str | None = None
+    telefono: str | None = None
+    ocupacion: str | None = None
+    nivel_interes: float = 0.0
+    objeciones: tuple[str, ...] = ()
+    arquetipo: str | None = None
+    momento_optimo: str = "frio"
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict, passed as-is to ``update_prospect_data(fingerprint, jsonb)``."""
+        data = asdict(self)
+        data["objeciones"] = list(self.objeciones)
+        return data
+
+
+def momento_for(nivel_interes: float) -> str:
+    """SPEC section 6: caliente from 7, tibio from 4, else frio."""
+    if nivel_interes >= 7:
+        return "caliente"
+    if nivel_interes >= 4:
+        return "tibio"
+    return "frio"
+
+
+def _text(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = _SPACES.sub(" ", unicodedata.normalize("NFC", value)).strip()
+    return value[:MAX_TEXT].rstrip() or None
+
+
+def _capitalise(name: str) -> str:
+    """Title-case a name typed all in lower or upper case; leave mixed case as typed."""
+    if not (name.islower() or name.isupper()):
+        return name
+
+    def upper_first(part: str) -> str:
+        first = part[:1].upper()
+        return (first if len(first) == 1 else part[:1]) + part[1:]  # "ß".upper() is "SS"
+
+    words = name.lower().split(" ")
+    result = " ".join(
+        w if i and w in _LOWER_PARTICLES else "-".join(upper_first(p) for p in w.split("-"))
+        for i, w in enumerate(words)
+    )
+    return result if len(result) == len(name) and _NAME.fullmatch(result) else name
+
+
+def normalise_name(value: object) -> str | None:
+    """Trimmed, whitespace-collapsed, capitalised; None unless it looks like a person's name."""
+    text = _text(value)
+    if text is None:
+        return None
+    text = text.strip(" .,;:!?¡¿\"'«»()[]")
+    if not text or not _NAME.fullmatch(text):
+        return None
+    return _capitalise(text)
+
+
+def normalise_email(value: object) -> str | None:
+    """Lowercased; None unless it has the shape local@domain.tld."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip().lower().removeprefix("mailto:").strip(" .,;:<>()[]\"'")
+    if len(value) > MAX_EMAIL or not _EMAIL.fullmatch(value) or ".." in value:
+        return None
+    return value
+
+
+def normalise_phone(value: object) -> str | None:
+    """Digits only, keeping a leading ``+`` (``00`` becomes ``+``); None unless 7..15 digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    value = value.strip()
+    if re.search(r"[^\d\s+().\-/]", value):
+        return None
+    digits = re.sub(r"\D", "", value)
+    plus = value.startswith("+")
+    if not plus and digits.startswith("00"):
+        digits, plus = digits[2:], True
+    if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
+        return None
+    return ("+" if plus else "") + digits
+
+
+def normalise_interest(value: object) -> float:
+    """A number clamped to 0..10 and rounded to the nearest half; anything else is 0."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().replace(",", "."))
+        except ValueError:
+            return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return 0.0
+    value = min(10.0, max(0.0, float(value)))
+    return math.floor(value * 2 + 0.5) / 2
+
+
+def normalise_objections(value: object) -> tuple[str, ...]:
+    """The allowed objections present in ``value`` (a list or one string), in canonical order."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        return ()
+    found = {v.strip().lower() for v in value if isinstance(v, str)}
+    return tuple(o for o in OBJECIONES if o in found)
+
+
+def normalise_archetype(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip().lower()
+    return value if value in ARQUETIPOS else None
+
+
+def normalise(raw: Mapping) -> Prospect:
+    """Build a valid :class:`Prospect` from any mapping; unknown keys are ignored.
+
+    ``momento_optimo`` in ``raw`` is ignored: it is recomputed from ``nivel_interes`` so the
+    two can never disagree.  Raises ``TypeError`` if ``raw`` is not a mapping.
+    """
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"expected a mapping, got {type(raw).__name__}")
+    interest = normalise_interest(raw.get("nivel_interes"))
+    return Prospect(
+        nombre=normalise_name(raw.get("nombre")),
+        email=normalise_email(raw.get("email")),
+        telefono=normalise_phone(raw.get("telefono")),
+        ocupacion=_text(raw.get("ocupacion")),
+        nivel_interes=interest,
+        objeciones=normalise_objections(raw.get("objeciones")),
+        arquetipo=normalise_archetype(raw.get("arquetipo")),
+        momento_optimo=momento_for(interest),
+    )
