@@ -8,6 +8,7 @@ the pytest process.  A template database is migrated once per session and cloned
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -47,8 +48,13 @@ def server_url() -> Iterator[str]:
     if SERVER_URL:
         yield SERVER_URL
         return
-    with EmbeddedServer(DATA_ROOT / "test", settings=FAST_SETTINGS) as server:
-        yield server.url
+    # A folder per session: two suites running at once never stop each other's server.
+    data_dir = DATA_ROOT / f"test-{os.getpid()}"
+    try:
+        with EmbeddedServer(data_dir, settings=FAST_SETTINGS) as server:
+            yield server.url
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
