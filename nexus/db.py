@@ -262,13 +262,6 @@ def claim_clock_slot(engine: Engine, job: str, slot) -> bool:
     return won
 
 
-def broker_stats(engine: Engine) -> dict:
-    """The broker's backlog (ready, delayed, in flight) and dead letters, from its own SQL."""
-    with translate_errors(), engine.connect() as conn:
-        row = conn.execute(q("broker_backlog")).one()
-    return dict(row._mapping)
-
-
 def sweep_stuck_rows(engine: Engine, min_age_s: int) -> int:
     """Give a new broker message to every row stuck without one; returns how many."""
     with translate_errors(), engine.begin() as conn:

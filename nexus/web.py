@@ -14,6 +14,7 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, config, db
+from .broker import PostgresBroker
 from .common import now
 from .embedded import resolve_url
 from .errors import DatabaseUnavailable
@@ -43,9 +44,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = app.config.get("SETTINGS") or config.load()
     app.config["SETTINGS"] = settings
     url = app.config.get("DATABASE_URL") or resolve_url(settings)
-    app.extensions["nexus_engine"] = db.make_engine(
-        url, application_name="nexus-web", pool_size=4, max_overflow=4
-    )
+    engine = db.make_engine(url, application_name="nexus-web", pool_size=4, max_overflow=4)
+    app.extensions["nexus_engine"] = engine
+    # Only for its stats: the web process never consumes, and dispatch is the SQL trigger's.
+    app.extensions["nexus_broker"] = PostgresBroker(engine=engine)
     if settings.allowed_origins:
         CORS(
             app,
@@ -117,16 +119,15 @@ def health() -> tuple[Response, int]:
 
 
 def stats() -> tuple[Response, int]:
-    engine = _engine()
-    queue = db.queue_stats(engine)
-    broker = db.broker_stats(engine)
+    queue = db.queue_stats(_engine())
+    broker = current_app.extensions["nexus_broker"].stats()
     return jsonify(
         timestamp=now().isoformat(),
         window="24 hours",
         statuses=queue["by_status"],
         oldestPendingAgeSec=queue["oldest_pending_age_sec"],
         broker=broker,
-        deadLetters=broker["dead"],
+        deadLetters=broker["dead_letters"],
     ), 200
 
 

@@ -71,10 +71,6 @@ RETURNING job;
 -- name: forget_old_clock_slots
 DELETE FROM public.nexus_clock_slots WHERE fired_at < now() - interval '7 days';
 
--- name: broker_backlog
--- Placeholder until the broker's tables exist; replaced by the broker's own counts.
-SELECT 0 AS ready, 0 AS delayed, 0 AS in_flight, 0 AS dead;
-
 -- name: sweep_stuck_rows
 -- Rows in pending/processing, quiet for a while, with no live message for their version
 -- (ready, delayed or claimed): give each one a new message.  Dead letters do not count.

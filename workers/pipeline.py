@@ -66,6 +66,11 @@ def process_nexus_message(queue_id: str, version: int) -> None:
             db.record_failure(engine, queue_id, version, reason, final)
         except Exception:
             log.exception("could not record the failure of %s v%s", queue_id, version)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after and not final:
+            # The API said how long to wait (429/529): at least that, never less than usual.
+            delay = max(int(retry_after * 1000), settings().min_backoff_ms)
+            raise dramatiq.Retry(reason, delay=delay) from exc
         raise
     if outcome is None:
         log.info("queue row %s v%s was superseded while processing", queue_id, version)

@@ -1,0 +1,451 @@
+"""The pipeline end to end: real ``dramatiq workers`` processes, the real broker, a real database.
+
+Failures are injected where they happen in production: the Claude extractor talks, through the
+real anthropic SDK, to a local stub of the API that answers 500s, blocks, or succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+from nexus import config, db
+from nexus.extraction.prompt import TOOL_NAME
+from nexus.web import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = [
+    {"role": "user", "content": "Hola, me llamo Juan Pérez"},
+    {"role": "assistant", "content": "Hola Juan, ¿en qué puedo ayudarte?"},
+    {"role": "user", "content": "Quiero saber sobre las oportunidades de inversión"},
+]
+LONGER = SAMPLE + [
+    {"role": "assistant", "content": "¡Claro! ¿Me dejas tu teléfono?"},
+    {"role": "user", "content": "Sí, es el +57 300 123 4567"},
+]
+#: Seconds any wait in this module may take before the test fails (a hang, not a speed target).
+DEADLINE = 60.0
+
+
+def tool_answer(**fields) -> dict:
+    tool_input = {
+        "nombre": "Juan Pérez",
+        "email": None,
+        "telefono": None,
+        "ocupacion": None,
+        "nivel_interes": 7,
+        "objeciones": [],
+        "arquetipo": "profesional_vision",
+        **fields,
+    }
+    return {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": config.DEFAULT_MODEL,
+        "content": [{"type": "tool_use", "id": "toolu_01", "name": TOOL_NAME, "input": tool_input}],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 1500,
+            "output_tokens": 90,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+
+
+def api_error(status: int) -> Response:
+    body = {"type": "error", "error": {"type": "api_error", "message": f"stub {status}"}}
+    # retry-after-ms keeps the SDK's own quick retry quick.
+    return Response(
+        json.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={"retry-after-ms": "1"},
+    )
+
+
+class Claude:
+    """A stub Messages API whose behaviour each test scripts with :meth:`script`."""
+
+    def __init__(self):
+        self.server = HTTPServer(threaded=True)
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        #: Set at teardown: handlers that hold an answer back let go.
+        self.closing = threading.Event()
+        self.behaviour = lambda n, body: Response(
+            json.dumps(tool_answer()), content_type="application/json"
+        )
+        self.server.expect_request("/v1/messages", method="POST").respond_with_handler(self._handle)
+
+    def _handle(self, request):
+        body = request.get_json()
+        with self.lock:
+            self.requests.append(body)
+            n = len(self.requests)
+        return self.behaviour(n, body)
+
+    def script(self, behaviour) -> None:
+        self.behaviour = behaviour
+
+    @property
+    def count(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+    @property
+    def url(self) -> str:
+        return self.server.url_for("/").rstrip("/")
+
+
+@pytest.fixture
+def claude():
+    stub = Claude()
+    stub.server.start()
+    yield stub
+    stub.closing.set()
+    stub.server.clear()
+    if stub.server.is_running():
+        stub.server.stop()
+
+
+def wait_for(predicate, what: str, timeout: float = DEADLINE):
+    """Poll ``predicate`` until it returns something truthy, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Workers:
+    """``dramatiq workers`` subprocesses for one database."""
+
+    def __init__(self, db_url: str, tmp_path: Path):
+        self.env = {k: v for k, v in os.environ.items() if k not in config.VARIABLES}
+        self.env.update(
+            DATABASE_URL=db_url,
+            PYTHONPATH=str(ROOT),
+            NEXUS_MIN_BACKOFF_MS="20",
+            NEXUS_MAX_BACKOFF_MS="100",
+            PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        )
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, threads: int = 2, **env) -> subprocess.Popen:
+        log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "workers",
+                "--processes",
+                "1",
+                "--threads",
+                str(threads),
+            ],
+            env={**self.env, **env},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.tmp_path.glob("worker-*.log"))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def workers(db_url, tmp_path):
+    w = Workers(db_url, tmp_path)
+    yield w
+    w.stop()
+
+
+def claude_env(stub: Claude, **extra) -> dict:
+    return {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.url, **extra}
+
+
+def fetch(engine, sql: str, **params):
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).one()
+
+
+def queue_row(engine, queue_id: str):
+    return fetch(engine, "SELECT * FROM nexus_queue WHERE id = :id", id=queue_id)
+
+
+def wait_status(engine, queue_id: str, *statuses: str, version: int | None = None):
+    def check():
+        row = queue_row(engine, queue_id)
+        ok = row.status in statuses and (version is None or row.version == version)
+        return row if ok else None
+
+    return wait_for(check, f"row {queue_id} to reach {statuses}")
+
+
+def enqueue(engine, session: str, messages=SAMPLE, fingerprint: str | None = "fp-1"):
+    return db.enqueue(engine, messages, session, fingerprint, {})
+
+
+# -- the happy paths ------------------------------------------------------------------------
+
+
+def test_http_post_is_extracted_and_merged(db_url, engine, workers):
+    app = create_app({"SETTINGS": config.load({}), "DATABASE_URL": db_url})
+    resp = app.test_client().post(
+        "/api/nexus/producer",
+        json={"messages": SAMPLE, "sessionId": "web-1", "fingerprint": "visitor-1"},
+    )
+    assert resp.status_code == 202
+    queue_id = resp.get_json()["queueId"]
+    workers.start()
+
+    row = wait_status(engine, queue_id, "completed")
+    assert row.processed_at is not None and row.retry_count == 0 and row.extractor == "rules"
+    assert row.result["nombre"] == "Juan Pérez"
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'visitor-1'")
+    assert prospect.nombre == "Juan Pérez"
+    # The broker acks in batches, just after the job: its message then leaves the table.
+    wait_for(lambda: fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0, "the ack")
+    assert fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0] == 0
+    app.extensions["nexus_engine"].dispose()
+
+
+def test_row_enqueued_from_sql_is_processed_the_same_way(engine, workers):
+    with engine.begin() as conn:
+        queue_id = conn.execute(
+            sa.text(
+                "SELECT enqueue_nexus_message(CAST(:m AS jsonb), 'psql-1', 'fp-psql', '{}'::jsonb)"
+            ),
+            {"m": json.dumps(SAMPLE)},
+        ).scalar_one()
+    workers.start()
+    row = wait_status(engine, str(queue_id), "completed")
+    assert row.result["nombre"] == "Juan Pérez"
+    assert fetch(engine, "SELECT nombre FROM prospect_data WHERE fingerprint_id = 'fp-psql'")[0]
+
+
+def test_conversation_without_fingerprint_keeps_result_on_the_row(engine, workers):
+    done = enqueue(engine, "anon", fingerprint=None)
+    workers.start()
+    row = wait_status(engine, done.queue_id, "completed")
+    assert row.result["nombre"] == "Juan Pérez"
+    assert fetch(engine, "SELECT count(*) FROM prospect_data")[0] == 0
+
+
+def test_claude_result_and_usage_are_stored(engine, workers, claude):
+    done = enqueue(engine, "claude-1")
+    workers.start(**claude_env(claude))
+    row = wait_status(engine, done.queue_id, "completed")
+    assert row.extractor == "claude" and row.result["arquetipo"] == "profesional_vision"
+    assert row.result["momento_optimo"] == "caliente"
+    assert row.usage["input_tokens"] == 1500 and row.usage["output_tokens"] == 90
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert float(prospect.nivel_interes) == 7 and prospect.etapa == "acoger"
+
+
+# -- failures -------------------------------------------------------------------------------
+
+
+def test_fails_n_times_then_completes_with_retry_count_n(engine, workers, claude):
+    # Each queue attempt makes two requests (the SDK's one quick retry): fail two attempts.
+    claude.script(
+        lambda n, body: (
+            api_error(500)
+            if n <= 4
+            else Response(json.dumps(tool_answer()), content_type="application/json")
+        )
+    )
+    done = enqueue(engine, "flaky")
+    workers.start(**claude_env(claude))
+    row = wait_status(engine, done.queue_id, "completed")
+    assert row.retry_count == 2 and row.error_message is None
+    assert claude.count == 5
+
+
+def test_always_failing_extraction_ends_failed_with_its_reason(engine, workers, claude):
+    claude.script(lambda n, body: api_error(503))
+    done = enqueue(engine, "doomed")
+    workers.start(**claude_env(claude, NEXUS_MAX_RETRIES="2"))
+    row = wait_status(engine, done.queue_id, "failed")
+    assert row.retry_count == 3 and "503" in row.error_message
+    assert row.processed_at is not None
+    dead = fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0]
+    assert dead == 1
+    assert fetch(engine, "SELECT count(*) FROM prospect_data")[0] == 0
+
+
+def test_permanent_error_fails_at_once(engine, workers, claude):
+    claude.script(lambda n, body: api_error(400))
+    done = enqueue(engine, "bad-request")
+    workers.start(**claude_env(claude))
+    row = wait_status(engine, done.queue_id, "failed")
+    assert row.retry_count == 1 and claude.count == 1
+
+
+def test_garbage_answer_is_retried_then_permanent(engine, workers, claude):
+    claude.script(
+        lambda n, body: Response(
+            json.dumps({**tool_answer(), "content": [{"type": "text", "text": "{oops"}]}),
+            content_type="application/json",
+        )
+    )
+    done = enqueue(engine, "garbage")
+    workers.start(**claude_env(claude))
+    row = wait_status(engine, done.queue_id, "failed")
+    assert row.retry_count == 1 and row.error_message
+
+
+# -- ordering, duplicates, faults -------------------------------------------------------------
+
+
+def test_newer_version_arriving_mid_extraction_is_processed(engine, workers, claude):
+    release = threading.Event()
+
+    def behaviour(n, body):
+        if n == 1:
+            release.wait(DEADLINE)  # hold the first version's extraction back
+            return Response(
+                json.dumps(tool_answer(nombre="Version Uno")), content_type="application/json"
+            )
+        return Response(
+            json.dumps(tool_answer(telefono="+573001234567")), content_type="application/json"
+        )
+
+    claude.script(behaviour)
+    first = enqueue(engine, "grow")
+    workers.start(**claude_env(claude))
+    wait_for(lambda: claude.count >= 1, "the first extraction to start")
+    assert queue_row(engine, first.queue_id).status == "processing"
+
+    second = enqueue(engine, "grow", messages=LONGER)
+    assert second.version == 2 and not second.duplicate
+    release.set()
+
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert row.result["telefono"] == "+573001234567"
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert prospect.nombre == "Juan Pérez", "the superseded version must not be merged"
+    assert claude.count == 2
+
+
+def test_duplicate_delivery_of_a_completed_version_is_a_no_op(engine, workers):
+    done = enqueue(engine, "dup")
+    workers.start()
+    before = wait_status(engine, done.queue_id, "completed")
+    merged_at = fetch(engine, "SELECT updated_at FROM prospect_data")[0]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT broker_enqueue('nexus', 'process_nexus_message',"
+                " jsonb_build_array(CAST(:id AS text), 1))"
+            ),
+            {"id": done.queue_id},
+        )
+    wait_for(
+        lambda: fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0,
+        "the duplicate message to be consumed",
+    )
+    after = queue_row(engine, done.queue_id)
+    assert after.processed_at == before.processed_at and after.status == "completed"
+    assert fetch(engine, "SELECT updated_at FROM prospect_data")[0] == merged_at
+
+
+def test_sweeper_redispatches_a_row_that_lost_its_message(engine, workers):
+    done = enqueue(engine, "lost")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM broker_messages"))
+        conn.execute(sa.text("UPDATE nexus_queue SET updated_at = now() - interval '5 minutes'"))
+    assert db.sweep_stuck_rows(engine, 30) == 1
+    assert db.sweep_stuck_rows(engine, 30) == 0, "a row with a live message is left alone"
+    workers.start()
+    wait_status(engine, done.queue_id, "completed")
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+def test_sigkill_mid_extraction_then_a_new_worker_completes_once(engine, workers, claude):
+    started = threading.Event()
+
+    def behaviour(n, body):
+        if n == 1:
+            started.set()
+            claude.closing.wait(DEADLINE)  # the worker is killed while waiting for this
+        return Response(json.dumps(tool_answer()), content_type="application/json")
+
+    claude.script(behaviour)
+    done = enqueue(engine, "killed")
+    first = workers.start(**claude_env(claude))
+    assert started.wait(DEADLINE)
+    assert queue_row(engine, done.queue_id).status == "processing"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+
+    workers.start(**claude_env(claude))
+    row = wait_status(engine, done.queue_id, "completed")
+    assert row.retry_count == 0 and claude.count == 2
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert prospect.nombre == "Juan Pérez" and prospect.etapa == "acoger"
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+def test_postgres_restart_under_load_loses_nothing(private_server, tmp_path):
+    engine = db.make_engine(private_server.url)
+    workers = Workers(private_server.url, tmp_path)
+    try:
+        ids = [enqueue(engine, f"restart-{i}", fingerprint=f"fp-{i}").queue_id for i in range(40)]
+        workers.start(threads=4)
+        wait_for(
+            lambda: fetch(engine, "SELECT count(*) FROM nexus_queue WHERE status = 'completed'")[0],
+            "the first completions",
+        )
+        private_server.stop()
+        private_server.start()
+        engine.dispose()
+        ids += [enqueue(engine, f"after-{i}", fingerprint=f"fa-{i}").queue_id for i in range(20)]
+        wait_for(
+            lambda: (
+                fetch(engine, "SELECT count(*) FROM nexus_queue WHERE status = 'completed'")[0]
+                == len(ids)
+            ),
+            "every row to complete after the restart",
+            timeout=90,
+        )
+        assert fetch(engine, "SELECT count(*) FROM prospect_data")[0] == len(ids)
+    finally:
+        workers.stop()
+        engine.dispose()
