@@ -95,6 +95,7 @@ class Stack:
                 "4",
                 "--log-level",
                 "warning",
+                "--no-control-socket",
                 "nexus.web:create_app()",
             ],
             "worker": ["dramatiq", "workers", "--processes", "1", "--threads", str(worker_threads)],

@@ -18,17 +18,15 @@ STUCK_AFTER_S = 30
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=3, min_backoff=5_000, max_backoff=60_000)
-def cleanup_old_nexus_queue() -> int:
+def cleanup_old_nexus_queue() -> None:
     """Delete completed rows older than 7 days and failed rows older than 30, in batches."""
     deleted = db.cleanup_old_rows(resources.engine(), CLEANUP_BATCH)
     log.info("cleanup deleted %d rows", deleted)
-    return deleted
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
-def sweep_stuck_rows() -> int:
+def sweep_stuck_rows() -> None:
     """Re-dispatch rows stuck in pending/processing that have no live broker message."""
     swept = db.sweep_stuck_rows(resources.engine(), STUCK_AFTER_S)
     if swept:
         log.warning("re-dispatched %d stuck rows", swept)
-    return swept
