@@ -1,5 +1,6 @@
 -- The broker's queries (nexus/broker/), loaded by name.  Schema: migrations/0002_broker.sql.
--- Every deadline is computed from the database clock, clock_timestamp(), never from Python's.
+-- Every deadline is computed from the database clock (clock_timestamp(), statement_timestamp()),
+-- never from Python's.
 
 -- name: enqueue
 INSERT INTO broker_messages (
@@ -23,10 +24,12 @@ FROM unnest(CAST(:message_ids AS text[]), CAST(:queue_names AS text[]),
 -- name: claim
 -- Hand out up to :limit due messages of one queue to worker :worker_id.  SKIP LOCKED lets
 -- concurrent consumers take disjoint batches; attempts is the fence of this claim.
+-- statement_timestamp(), not clock_timestamp(): a volatile bound could not be an index
+-- condition, and every delayed row would be read and filtered out.
 WITH picked AS (
     SELECT message_id
     FROM broker_messages
-    WHERE queue_name = :queue_name AND state = 'ready' AND due_at <= clock_timestamp()
+    WHERE queue_name = :queue_name AND state = 'ready' AND due_at <= statement_timestamp()
     ORDER BY due_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -12,12 +13,14 @@ from datetime import datetime
 from typing import Any
 
 import dramatiq
+import psycopg2
 import sqlalchemy as sa
 from dramatiq.errors import QueueJoinTimeout
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 
 from ..db import make_engine, translate_errors
+from ..errors import DatabaseUnavailable
 from .completions import Completions
 from .consumer import Consumer
 from .heartbeat import Heartbeat
@@ -134,11 +137,14 @@ class PostgresBroker(dramatiq.Broker):
             if self._engine is not None:
                 self._engine.dispose(close=False)
             self._pid = os.getpid()
+            # Every broker statement stands alone: autocommit saves the BEGIN/COMMIT round
+            # trips, and set on the engine it is never reset on a (possibly dead) connection.
             self._engine = make_engine(
                 self.url,
                 application_name="nexus-broker",
                 pool_size=self._pool_size,
                 max_overflow=self._pool_size,
+                isolation_level="AUTOCOMMIT",
             )
         return self._engine
 
@@ -210,14 +216,12 @@ class PostgresBroker(dramatiq.Broker):
         """
         self.emit_before("enqueue", message, delay)
         params = _row(message, delay)
-        with translate_errors():
+        with _translated():
             if connection is not None:
                 connection.execute(q("enqueue"), params)
             else:
-                with self.engine.connect() as conn:
-                    conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                        q("enqueue"), params
-                    )
+                with self.engine.begin() as conn:
+                    conn.execute(q("enqueue"), params)
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -244,7 +248,7 @@ class PostgresBroker(dramatiq.Broker):
             "timestamps": [r["message_timestamp"] for r in rows],
             "delays": [r["delay_ms"] for r in rows],
         }
-        with translate_errors():
+        with _translated():
             if connection is not None:
                 connection.execute(q("enqueue_many"), params)
             else:
@@ -263,7 +267,7 @@ class PostgresBroker(dramatiq.Broker):
         self._delete("flush_dead_letters", list(self.queues))
 
     def _delete(self, query: str, queue_names: list[str]) -> None:
-        with translate_errors(), self.engine.begin() as conn:
+        with _translated(), self.engine.begin() as conn:
             conn.execute(q(query), {"queue_names": queue_names})
 
     def join(self, queue_name: str, *, timeout: int | None = None) -> None:
@@ -272,7 +276,7 @@ class PostgresBroker(dramatiq.Broker):
         started = None
         idle = threading.Event()
         while True:
-            with translate_errors(), self.engine.connect() as conn:
+            with _translated(), self.engine.connect() as conn:
                 row = conn.execute(q("pending_count"), {"queue_name": queue_name}).one()
             if row.pending == 0:
                 return
@@ -288,7 +292,7 @@ class PostgresBroker(dramatiq.Broker):
         "dead_letters", "queues": {name: {"ready", "delayed", "claimed", "dead_letters",
         "oldest_ready_s"}}}``.  ``ready`` is due now, ``delayed`` due later (retries, delays),
         ``claimed`` prefetched or running; ``backlog`` is their sum."""
-        with translate_errors(), self.engine.connect() as conn:
+        with _translated(), self.engine.connect() as conn:
             rows = conn.execute(q("stats")).all()
         queues = {
             r.queue_name: {
@@ -307,7 +311,7 @@ class PostgresBroker(dramatiq.Broker):
 
     def dead_letters(self, queue_name: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Dead letters, newest first."""
-        with translate_errors(), self.engine.connect() as conn:
+        with _translated(), self.engine.connect() as conn:
             rows = conn.execute(q("dead_letters"), {"queue_name": queue_name, "limit": limit})
             return [DeadLetter(**{**r._asdict(), "message_id": str(r.message_id)}) for r in rows]
 
@@ -317,10 +321,21 @@ class PostgresBroker(dramatiq.Broker):
         prefix = list(args_prefix)
         if not prefix:
             raise ValueError("args_prefix must not be empty")
-        with translate_errors(), self.engine.connect() as conn:
+        with _translated(), self.engine.connect() as conn:
             return conn.execute(
                 q("has_live_message"), {"actor_name": actor_name, "prefix": json.dumps(prefix)}
             ).scalar_one()
+
+
+@contextlib.contextmanager
+def _translated():
+    """:func:`nexus.db.translate_errors`, plus the raw driver errors SQLAlchemy lets through
+    when it resets a connection that died while checked out."""
+    try:
+        with translate_errors():
+            yield
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        raise DatabaseUnavailable(str(exc).strip().splitlines()[0]) from exc
 
 
 def _row(message: Message, delay: int | None) -> dict[str, Any]:
