@@ -14,6 +14,7 @@ from dramatiq.message import Message
 from ..db import is_unavailable
 from .completions import ACK, DEAD, REQUEUE, RETRY, Completion
 from .link import Link
+from .retries import describe
 from .sql import q
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class Consumer(dramatiq.Consumer):
         self._must_claim = True
         self._due_in: float | None = None  #: seconds until the next delayed message is due
         self._unsure = False  #: a claim may have committed without our seeing its result
+        self._failing = False  #: the last database call failed (log once per outage)
         broker.listener.subscribe(queue_name, self._wakeup)
 
     # -- handing out -------------------------------------------------------------------
@@ -102,8 +104,16 @@ class Consumer(dramatiq.Consumer):
                 raise
             self._unsure = True
             self._must_claim = True
-            logger.warning("Claim on %r failed: %s", self.queue_name, str(exc).splitlines()[0])
+            if not self._failing:
+                logger.warning(
+                    "Cannot claim from %r, retrying: %s", self.queue_name, str(exc).splitlines()[0]
+                )
+            self._failing = True
             self._wakeup.wait(min(self.timeout, FAILURE_DELAY))
+            return
+        if self._failing:
+            logger.info("Claiming from %r again.", self.queue_name)
+            self._failing = False
 
     def _claim(self, limit: int) -> int:
         params = {
@@ -155,8 +165,6 @@ class Consumer(dramatiq.Consumer):
     def nack(self, message: PostgresMessage) -> None:
         error, tb = message.error, message.traceback
         if error is None and message._exception is not None:
-            from .retries import describe
-
             error, tb = describe(message._exception)
         self._settle(message, DEAD, error=error, traceback=tb)
 

@@ -7,6 +7,7 @@ import threading
 import dramatiq
 import pytest
 import sqlalchemy as sa
+from freezegun import freeze_time
 
 from nexus.broker import PostgresBroker
 
@@ -213,3 +214,24 @@ def test_join_times_out(broker: PostgresBroker) -> None:
     never.send(1)
     with pytest.raises(dramatiq.errors.QueueJoinTimeout):
         broker.join(never.queue_name, timeout=100)
+
+
+def test_a_frozen_python_clock_does_not_stall_delays_or_retries(
+    broker: PostgresBroker, worker: dramatiq.Worker
+) -> None:
+    # Given an actor failing once, with a 100 ms backoff
+    calls = []
+
+    @dramatiq.actor(broker=broker, max_retries=1, min_backoff=100, max_backoff=100)
+    def flaky(key):
+        calls.append(key)
+        if len(calls) == 1:
+            raise ValueError("first attempt fails")
+
+    # When Python's clock is frozen while a delayed message is sent and retried
+    with freeze_time("2001-01-01"):
+        flaky.send_with_options(args=("x",), delay=200)
+        broker.join(flaky.queue_name, timeout=10_000)
+
+    # Then both deadlines passed anyway: they are kept by the database clock
+    assert calls == ["x", "x"]
