@@ -87,8 +87,7 @@ def produce() -> tuple[Response, int, dict[str, str]]:
             "enqueuedAt": now().isoformat(),
             "producerVersion": __version__,
             "url": _text(conv.metadata.get("url")) or request.headers.get("Referer"),
-            "userAgent": _text(conv.metadata.get("userAgent"))
-            or request.headers.get("User-Agent"),
+            "userAgent": _text(conv.metadata.get("userAgent")) or request.headers.get("User-Agent"),
         }
     )
     done = db.enqueue(_engine(), conv.messages, conv.session_id, conv.fingerprint, metadata)
@@ -164,4 +163,3 @@ def _database_unavailable(exc: DatabaseUnavailable):
 def _unexpected(exc: Exception):
     log.exception("unexpected error on %s %s", request.method, request.path)
     return _error(500, "internal error")
-

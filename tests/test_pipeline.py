@@ -419,6 +419,8 @@ def test_sigkill_mid_extraction_then_a_new_worker_completes_once(engine, workers
     assert row.retry_count == 0 and claude.count == 2
     prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
     assert prospect.nombre == "Juan Pérez" and prospect.etapa == "acoger"
+    # Created and last updated by one transaction: the prospect was merged exactly once.
+    assert prospect.updated_at == prospect.created_at
 
 
 @pytest.mark.fault
