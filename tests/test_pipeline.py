@@ -303,8 +303,11 @@ def test_always_failing_extraction_ends_failed_with_its_reason(engine, workers, 
     row = wait_status(engine, done.queue_id, "failed")
     assert row.retry_count == 3 and "503" in row.error_message
     assert row.processed_at is not None
-    dead = fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0]
-    assert dead == 1
+    # The broker writes outcomes in batches, just after the actor's own commit.
+    wait_for(
+        lambda: fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0] == 1,
+        "the dead letter",
+    )
     assert fetch(engine, "SELECT count(*) FROM prospect_data")[0] == 0
 
 
