@@ -51,16 +51,6 @@ TARGETS = {
 }
 
 
-def admin(url: str, statement: str) -> None:
-    conn = psycopg2.connect(db.libpq_url(url), connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
-
-
 def run_scenarios(python: Path | str, kind: str, url: str, work_dir: Path, timeout: float):
     print(f"{kind}:", file=sys.stderr, flush=True)
     out = subprocess.run(
@@ -77,13 +67,13 @@ def run_scenarios(python: Path | str, kind: str, url: str, work_dir: Path, timeo
 def measure(server_url: str, work_dir: Path, args) -> dict:
     results: dict = {}
     name = f"bench_nexus_{uuid.uuid4().hex[:8]}"
-    admin(server_url, f'CREATE DATABASE "{name}"')
+    db.execute_autocommit(server_url, f'CREATE DATABASE "{name}"')
     try:
         url = db.with_database(server_url, name)
         migrations.upgrade(url)
         results["nexus"] = run_scenarios(sys.executable, "nexus", url, work_dir, 60)
     finally:
-        admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        db.execute_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     if args.skip_peer:
         results["dramatiq-postgres"] = None
@@ -98,7 +88,7 @@ def measure(server_url: str, work_dir: Path, args) -> dict:
         print(results["peer_note"], file=sys.stderr)
         return results
     name = f"bench_peer_{uuid.uuid4().hex[:8]}"
-    admin(server_url, f'CREATE DATABASE "{name}"')
+    db.execute_autocommit(server_url, f'CREATE DATABASE "{name}"')
     try:
         url = db.with_database(server_url, name)
         subprocess.run(
@@ -108,7 +98,7 @@ def measure(server_url: str, work_dir: Path, args) -> dict:
             python, "dramatiq-postgres", url, work_dir, args.peer_redelivery_timeout
         )
     finally:
-        admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        db.execute_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return results
 
 

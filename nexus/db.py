@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
@@ -48,6 +49,17 @@ def libpq_url(url: str | URL) -> str:
 def with_database(url: str | URL, database: str) -> str:
     """The same server, another database."""
     return libpq_url(make_url(url).set(database=database))
+
+
+def execute_autocommit(url: str | URL, statement: str) -> None:
+    """Run one statement outside a transaction (``CREATE DATABASE``, ``DROP DATABASE``)."""
+    conn = psycopg2.connect(libpq_url(url), connect_timeout=CONNECT_TIMEOUT * 3)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
 
 
 def make_engine(

@@ -49,23 +49,13 @@ def free_port() -> int:
 def throwaway_database(server_url: str, prefix: str = "nexus_smoke"):
     """A new database on ``server_url``'s server, migrated; dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    _admin(server_url, f'CREATE DATABASE "{name}"')
+    db.execute_autocommit(server_url, f'CREATE DATABASE "{name}"')
     try:
         url = db.with_database(server_url, name)
         migrations.upgrade(url)
         yield url
     finally:
-        _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin(url: str, sql: str) -> None:
-    conn = psycopg2.connect(db.libpq_url(url), connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
+        db.execute_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Stack:

@@ -12,7 +12,6 @@ import shutil
 import uuid
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 
 from nexus import config, db, migrations
@@ -29,17 +28,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No project variable from the developer's shell reaches a test."""
     for name in config.VARIABLES:
         monkeypatch.delenv(name, raising=False)
-
-
-def admin(url: str, sql: str) -> None:
-    """Run one statement outside a transaction (CREATE/DROP DATABASE)."""
-    conn = psycopg2.connect(db.libpq_url(url))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -61,21 +49,21 @@ def server_url() -> Iterator[str]:
 def template_db(server_url: str) -> Iterator[str]:
     """Name of a database migrated to the current schema, cloned by :func:`db_url`."""
     name = f"nexus_template_{uuid.uuid4().hex[:12]}"
-    admin(server_url, f'CREATE DATABASE "{name}"')
+    db.execute_autocommit(server_url, f'CREATE DATABASE "{name}"')
     try:
         migrations.upgrade(db.with_database(server_url, name))
         yield name
     finally:
-        admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        db.execute_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _fresh_database(server_url: str, template: str) -> Iterator[str]:
     name = f"nexus_test_{uuid.uuid4().hex[:12]}"
-    admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    db.execute_autocommit(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
         yield db.with_database(server_url, name)
     finally:
-        admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        db.execute_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

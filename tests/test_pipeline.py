@@ -21,8 +21,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from nexus import config, db
-from nexus.extraction.prompt import TOOL_NAME
 from nexus.web import create_app
+from tests.claude_stub import GOOD_INPUT, answer_response, error
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = [
@@ -38,43 +38,14 @@ LONGER = SAMPLE + [
 DEADLINE = 60.0
 
 
-def tool_answer(**fields) -> dict:
-    tool_input = {
-        "nombre": "Juan Pérez",
-        "email": None,
-        "telefono": None,
-        "ocupacion": None,
-        "nivel_interes": 7,
-        "objeciones": [],
-        "arquetipo": "profesional_vision",
-        **fields,
-    }
-    return {
-        "id": "msg_01",
-        "type": "message",
-        "role": "assistant",
-        "model": config.DEFAULT_MODEL,
-        "content": [{"type": "tool_use", "id": "toolu_01", "name": TOOL_NAME, "input": tool_input}],
-        "stop_reason": "tool_use",
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": 1500,
-            "output_tokens": 90,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
-    }
+def good(**fields) -> Response:
+    """A good tool-use answer, with ``fields`` overriding the seed's expected values."""
+    return answer_response({**GOOD_INPUT, **fields})
 
 
 def api_error(status: int) -> Response:
-    body = {"type": "error", "error": {"type": "api_error", "message": f"stub {status}"}}
     # retry-after-ms keeps the SDK's own quick retry quick.
-    return Response(
-        json.dumps(body),
-        status=status,
-        content_type="application/json",
-        headers={"retry-after-ms": "1"},
-    )
+    return error(status, headers={"retry-after-ms": "1"})
 
 
 class Claude:
@@ -86,9 +57,7 @@ class Claude:
         self.lock = threading.Lock()
         #: Set at teardown: handlers that hold an answer back let go.
         self.closing = threading.Event()
-        self.behaviour = lambda n, body: Response(
-            json.dumps(tool_answer()), content_type="application/json"
-        )
+        self.behaviour = lambda n, body: good()
         self.server.expect_request("/v1/messages", method="POST").respond_with_handler(self._handle)
 
     def _handle(self, request):
@@ -282,13 +251,7 @@ def test_claude_result_and_usage_are_stored(engine, workers, claude):
 
 def test_fails_n_times_then_completes_with_retry_count_n(engine, workers, claude):
     # Each queue attempt makes two requests (the SDK's one quick retry): fail two attempts.
-    claude.script(
-        lambda n, body: (
-            api_error(500)
-            if n <= 4
-            else Response(json.dumps(tool_answer()), content_type="application/json")
-        )
-    )
+    claude.script(lambda n, body: api_error(500) if n <= 4 else good())
     done = enqueue(engine, "flaky")
     workers.start(**claude_env(claude))
     row = wait_status(engine, done.queue_id, "completed")
@@ -320,12 +283,7 @@ def test_permanent_error_fails_at_once(engine, workers, claude):
 
 
 def test_garbage_answer_is_retried_then_permanent(engine, workers, claude):
-    claude.script(
-        lambda n, body: Response(
-            json.dumps({**tool_answer(), "content": [{"type": "text", "text": "{oops"}]}),
-            content_type="application/json",
-        )
-    )
+    claude.script(lambda n, body: answer_response(text="{oops"))
     done = enqueue(engine, "garbage")
     workers.start(**claude_env(claude))
     row = wait_status(engine, done.queue_id, "failed")
@@ -341,12 +299,8 @@ def test_newer_version_arriving_mid_extraction_is_processed(engine, workers, cla
     def behaviour(n, body):
         if n == 1:
             release.wait(DEADLINE)  # hold the first version's extraction back
-            return Response(
-                json.dumps(tool_answer(nombre="Version Uno")), content_type="application/json"
-            )
-        return Response(
-            json.dumps(tool_answer(telefono="+573001234567")), content_type="application/json"
-        )
+            return good(nombre="Version Uno")
+        return good(telefono="+573001234567")
 
     claude.script(behaviour)
     first = enqueue(engine, "grow")
@@ -407,7 +361,7 @@ def test_sigkill_mid_extraction_then_a_new_worker_completes_once(engine, workers
         if n == 1:
             started.set()
             claude.closing.wait(DEADLINE)  # the worker is killed while waiting for this
-        return Response(json.dumps(tool_answer()), content_type="application/json")
+        return good()
 
     claude.script(behaviour)
     done = enqueue(engine, "killed")

@@ -1,6 +1,5 @@
 """The Claude extractor through the real anthropic SDK against a local stub of the API."""
 
-import json
 import socket
 import threading
 
@@ -11,6 +10,7 @@ from werkzeug import Response
 from nexus.errors import PermanentExtractionError, RetryableExtractionError
 from nexus.extraction.claude import ClaudeExtractor, ClaudeUnavailable, render, retry_after
 from nexus.extraction.prompt import TOOL_NAME
+from tests.claude_stub import GOOD_INPUT, answer, error
 
 MODEL = "claude-haiku-5-5"
 SEED = [
@@ -18,46 +18,6 @@ SEED = [
     {"role": "assistant", "content": "Hola Juan, ¿en qué puedo ayudarte?"},
     {"role": "user", "content": "Quiero saber sobre las oportunidades de inversión"},
 ]
-GOOD_INPUT = {
-    "nombre": "Juan Pérez",
-    "email": None,
-    "telefono": None,
-    "ocupacion": None,
-    "nivel_interes": 7,
-    "objeciones": [],
-    "arquetipo": "profesional_vision",
-}
-
-
-def answer(tool_input=None, *, text=None, input_tokens=1500, output_tokens=90, cache_read=0):
-    """A Messages API response body: a forced tool call, or plain text when ``text`` is given."""
-    if text is not None:
-        content, stop = [{"type": "text", "text": text}], "end_turn"
-    else:
-        content = [{"type": "tool_use", "id": "toolu_01", "name": TOOL_NAME, "input": tool_input}]
-        stop = "tool_use"
-    return {
-        "id": "msg_01",
-        "type": "message",
-        "role": "assistant",
-        "model": MODEL,
-        "content": content,
-        "stop_reason": stop,
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": cache_read,
-        },
-    }
-
-
-def error(status, kind, headers=None):
-    body = {"type": "error", "error": {"type": kind, "message": f"stub {kind}"}}
-    return Response(
-        json.dumps(body), status=status, headers=headers or {}, content_type="application/json"
-    )
 
 
 def extractor(**kwargs):
