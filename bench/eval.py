@@ -1,9 +1,10 @@
 """``make eval``: score every extractor that can run on the labelled set.
 
 Prints a per-field table (exact-match accuracy for nombre, email, telefono, arquetipo,
-momento_optimo; micro-F1 for objeciones), per extractor, overall and on the two held-out
-batches, and writes ``bench/results/eval.json`` as ``{extractor: {field: score}}``
-(overall scores, fractions 0..1).  Claude runs only when ``ANTHROPIC_API_KEY`` is set; its
+momento_optimo; micro-F1 for objeciones), per extractor, overall, on the two held-out
+batches and on the ``blind`` batch (written without looking at the rules), and writes
+``bench/results/eval.json`` as ``{extractor: {field: score}}`` (overall scores, fractions
+0..1).  Claude runs only when ``ANTHROPIC_API_KEY`` is set; its
 token usage is totalled so the cost of a call can be read off.
 """
 
@@ -24,7 +25,7 @@ from nexus.extraction.evaluation import FIELDS, evaluate, load  # noqa: E402
 from nexus.extraction.rules import RulesExtractor  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "eval.json"
-SPLITS = ("all", "holdout", "holdout2")
+SPLITS = ("all", "holdout", "holdout2", "blind")
 
 
 class _Metered:

@@ -30,22 +30,36 @@ OBJECTIONS = {
         r"car[oa]s?|carisim[oa]s?|costos[oa]|precio|cost[oe]s?|cuesta|expensive|pricey",
         r"cuanto (?:cuesta|vale|sale|es la inscripcion|es el kit|hay que (?:pagar|invertir|poner))",
         r"how much|cost|broke|can'?t afford|no puedo pagar",
-        r"hay que pagar|no me alcanza|presupuesto|no (?:lo|los) tengo|me cobra\w*|cobran",
+        r"hay que pagar|no me alcanza(?! el tiempo)|presupuesto|no (?:lo|los) tengo|me cobra\w*",
+        r"cobran|no tengo (?:con que|para pagar)|no (?:tengo|me alcanza) para (?:eso|tanto|pagar)",
         r"(?:no quiero|no puedo) (?:volver a )?pagar|cort[oa] de (?:dinero|plata|lana)",
-        r"(?:no tengo|sin|ni|poca|mucha|poner) (?:mucha |mucho |nada de )?"
-        r"(?:dinero|plata|lana|pasta|guita|money)",
+        r"(?:no tengo|sin|ni|poca|mucha|poner|no me sobra|no hay) (?:mucha |mucho |nada de |esa "
+        r"|ese |tanta |tanto |la |el |los |suficiente |the |that )?"
+        r"(?:dinero|plata|lana|pasta|guita|money|cash|varo|varos|billete|pisto|lucas|feria|reales)",
+        r"(?:no tengo|sin) (?:esa|tanta) (?:cantidad|suma)|no budget|out of budget",
     ),
     "tiempo": (
-        r"no tengo (?:mucho |nada de |el )?tiempo|sin tiempo|poco tiempo libre",
+        r"no tengo (?:mucho |nada de |el |ni |casi |ni un poco de )?(?:tiempo|time|chance)",
+        r"sin tiempo|poco tiempo libre|(?:tengo|queda|dispongo de|me deja) (?:muy )?poco tiempo",
+        r"no me queda (?:nada de |casi |mucho |ni un poco de )?tiempo|cero tiempo|me falta tiempo",
+        r"falta de tiempo|no me da (?:la vida|chance)|no doy abasto|no tengo (?:ni )?un rato",
+        r"(?:mi|con mi|por mi|el) horario(?: \w+)? (?:es |esta |son |me lo hace )?"
+        r"(?:imposible|complicad[oa]|dificil|pesad[oa]|apretad[oa]|loc[oa]|fatal)",
+        r"(?:con|por) (?:mi|el) horario no|el problema es el tiempo|(?:estoy|ando) (?:a )?full",
         r"no me da el tiempo|no me alcanza el tiempo|ocupad[oa]s?|me absorbe|agenda llena",
         r"tiempo no tengo|no me queda tiempo|no tengo ni un minuto|sin un minuto libre",
-        r"busy|no time|(?:don'?t|do not) have (?:the )?time|a full|a tope|sin descanso",
+        r"busy|no time|(?:don'?t|do not) have (?:the |much )?time|a full|a tope|sin descanso",
+        r"short on time|not enough time",
     ),
     "confianza": (
-        r"estafa\w*|fraude\w*|engano|enganos|timo|ladron\w*|scam\w*|legit",
+        r"estafa\w*|fraude\w*|engan(?:o|os|ar|an|aron|ado|ada|ados|adas|oso|osa)|timo|ladron\w*",
+        r"scam\w*|legit|tim(?:aron|ado|ada|ador|adores|ar)|vende ?humos?|chant(?:a|as|ada)",
+        r"chanchullo\w*|trucho\w*|tranza\w*|transa|charlatan\w*|embauca\w*|cuentero\w*",
+        r"cuento chino|puro humo|sketchy|shady|sounds fake",
         r"no confio|desconfio|desconfianza|no me fio|no me convence|no me da confianza",
         r"(?:es|sera|esto es|son) (?:legal|legales|seguro|real|reales|confiable)",
-        r"farsa|mentira\w*|trampa|sospechos[oa]|dudos[oa]|no les creo|no creo en|es un cuento",
+        r"farsa|mentira\w*|trampa|sospechos[oa]|dudos[oa]|no (?:les|te|le|se los) creo",
+        r"no creo en|es un cuento|(?:don'?t|do not) trust",
         r"comprobar|verificar|quienes son ustedes|tienen ruc|fake",
         r"demasiado bueno para ser verdad|too good to be true",
     ),
@@ -122,6 +136,11 @@ OCCUPATIONS = (
     r"|enfermer[oa]|arquitect[oa]|profesor[a]?(?: de \w+)?|maestr[oa]|docente|disenador[a]?"
     r"(?: grafic[oa])?|fotograf[oa]|traductor[a]?|programador[a]?|consultor[a]?|estudiante"
     r"|ama de casa|administrativ[oa]|comerciante|emprendedor[a]?|community manager|nurse"
+    r"|tecnic[oa]|secretari[oa]|cajer[oa]|meser[oa]|chofer|policia|operari[oa]|vendedor[a]?"
+    r"|mecanic[oa]|albanil|electricista|plomer[oa]|cociner[oa]|chef|panader[oa]|costurer[oa]"
+    r"|peluquer[oa]|estilista|carpinter[oa]|agricultor[a]?|campesin[oa]|pensionad[oa]"
+    r"|jubilad[oa]|dentista|psicolog[oa]|veterinari[oa]|periodista|economista|analista"
+    r"|freelancer?|desarrollador[a]?|developer|teacher|doctor[a]?"
 )
 
 #: Phrases that make "soy X" / a reply not a name (folded).  Titles are skipped instead.
@@ -129,11 +148,15 @@ NOT_NAMES = _words(
     """de del la el los las un una muy nuevo nueva yo tu su mi no si ok hola buenas buenos
     eso esto este esta aqui alli nada nadie alguien todo mama madre papa padre abuela abuelo
     hijo hija estudiante persona cliente socio socia amigo amiga fan gracias claro bueno dale
-    vale perfecto listo jaja jeje jajaja gente senor senora profe quien que como"""
+    vale perfecto listo jaja jeje jajaja gente senor senora profe quien que como dios
+    ustedes usted nosotros todos todas nuevo nueva nuevos interesado interesada curioso
+    curiosa casado casada soltero soltera viudo viuda joven mayor timido timida presente
+    otro otra alguno alguna sigo ando paso pregunto escribo comento entro llego vine
+    seguimos estamos andamos anyone someone everyone nobody hello hi hey me just"""
 )
 TITLES = _words(
     """hermana hermano sr sra srta don dona dr dra doctor doctora ing lic licenciado
-    licenciada pastor pastora profesor profesora sor padre"""
+    licenciada pastor pastora profesor profesora sor padre mtro mtra arq abg mr mrs ms pbro"""
 )
 #: Words that end a name typed in lower case ("me llamo ana y quiero ...").
 STOP_WORDS = _words(
@@ -152,7 +175,17 @@ FIRST_NAMES = _words(
     andrea patricia rosa elena marta pilar natalia carolina claudia monica sandra veronica
     adriana alejandra fernanda guadalupe lupita yesenia ximena valeria mariana juliana
     catalina luciana julia silvia teresa beatriz rocio marisol andreina lorena paola
-    karina diana susana gloria luz esperanza margarita sara alicia irene cristina nuria"""
+    karina diana susana gloria luz esperanza margarita sara alicia irene cristina nuria
+    nico pili pepe paco pancho lupe memo chuy beto lalo quique nacho rafa toni dani
+    juanita mari maite charo conchi maru lola"""
+)
+#: Words that may come just before a spelled-out address ("mi correo es ana punto ...").
+#: After any other word the local part may have begun earlier ("andres lopez arroba ..."),
+#: so the rules take no address rather than a partial one.
+EMAIL_LEAD = _words(
+    """es correo email mail e-mail gmail mi a al en is to me seria y o tambien escribeme
+    escribenos mandame enviame manda envia mandalo address direccion electronico emails
+    at info pls porfa"""
 )
 #: An assistant question asking for the visitor's name: the next visitor reply may be it.
 NAME_QUESTION = (

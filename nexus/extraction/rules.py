@@ -4,6 +4,8 @@ It reads only the visitor's messages for personal data (an assistant message may
 it that the next reply is the visitor's name, as in "¿Cómo te llamas?" -> "Diego").  Keywords
 are matched on *folded* text (lower case, accents removed) whose character positions equal
 the original's, so a name found after "me llamo" is cut from the original with its accents.
+Structured data pasted into a visitor message (a JSON object, a "system:" line, <system>
+tags) is blanked out first: it is quoted or injected, not something the visitor told us.
 
 Interest follows SPEC section 6's rubric exactly: +2 name, +3 phone, +1.5 email, +2 intent
 words, -3 "no me interesa", clamped to 0..10.  All patterns are compiled at import; a typical
@@ -59,12 +61,44 @@ _OCCUPATION_CUE = re.compile(
 _NAME_QUESTION = _alternation(lexicon.NAME_QUESTION)
 
 _STRONG_CUE = re.compile(
-    r"\b(?:me\s+(?:llamo|yamo|jamo)|mi\s+no[mn]bre\s+(?:es\b|:)|my\s+name\s+is|nombre\s*:)"
+    r"\b(?:me\s+(?:llamo|yamo|jamo)|mi\s+no[mn]bre\s+(?:es\b|:)|(?:my\s+)?name\s+is"
+    r"|(?:my\s+)?name's|nombre\s*:)"
 )
 _WEAK_CUE = re.compile(
-    r"\b(?:soy|i'?m|i\s+am|this\s+is|(?:te|le|les)\s+(?:habla|escribe)|habla(?:\s+(?:el|la))?)\b"
+    r"\b(?:soy|i'?m|i\s+am|this\s+is|(?:te|le|les)\s+(?:habla|escribe)|habla(?:\s+(?:el|la))?"
+    r"|me\s+(?:dicen|llaman|conocen\s+como)|(?:puedes|puede|pueden)\s+llamarme|llamame|call\s+me)\b"
 )
-_TITLE_DOT = re.compile(r"[\s:\-]*(?:dra?|sra?|srta|ing|lic|prof|hna?|hno)\.")
+_TITLE_DOT = re.compile(
+    r"[\s:\-]*(?:(?:el|la)\s+)?(?:dra?|sra?|srta|ing|lic|prof|hna?|hno|mtr[oa]|arq|abg|mr|mrs|ms)\."
+)
+#: "Fernando aquí", "Ana por acá", "Kevin here": a name that opens a clause and then "aquí".
+_HERE = re.compile(
+    r"(?<![\w'])((?:[^\W\d_]+(?:['\-][^\W\d_]+)*[ \t]+){1,4}?)(?:por[ \t]+)?"
+    r"(?:aqui|aca|here)(?![\w'])"
+)
+#: A sign-off closing a message: "att: Ana Ruiz", "un saludo, Mari", "gracias! - Beto".
+_SIGN_OFF = re.compile(
+    r"(?:(?<![\w'])(?:att|atte|atentamente|cordialmente|saludos(?:\s+cordiales)?|un\s+saludo"
+    r"|un\s+abrazo|abrazos?|bendiciones|(?:muchas\s+)?gracias|besos|slds|regards|thanks|cheers)"
+    r"(?![\w'])|(?:^|(?<=[^\w\s,;:'\"\-]))\s*[\u2014\u2013~\-]+)[\s.:,!]*"
+    r"((?:(?:el|la)\s+)?(?:(?:dra?|sra?|srta|ing|lic|prof|mtr[oa]|arq)\.\s*)?"
+    r"[^\W\d_]+(?:['\-][^\W\d_]+)*(?:[ \t]+[^\W\d_]+(?:['\-][^\W\d_]+)*){0,4})"
+    r"[^\w]*$"
+)
+_LEADING_TITLE = re.compile(r"(?:(?:el|la)\s+)?(?:dra?|sra?|srta|ing|lic|prof|mtr[oa]|arq)\.\s*")
+_GREETINGS = frozenset(
+    ["hola", "holaa", "buenas", "buenos", "buen", "dias", "tardes", "noches", "hey", "hi"]
+    + ["hello", "saludos", "que", "tal", "ola", "epa", "ey", "wenas", "buenass"]
+)
+#: Quoted or injected structured data: a JSON object, a "system:" line, <system> tags.
+_INJECTED = re.compile(
+    r"\{\s*[\"'][^\"'{}]*[\"']\s*:(?:[^{}]|\{[^{}]*\})*(?:\}|$)"
+    r"|<\s*(system|assistant|developer|instructions?|sistema)\b[^>]*>.*?(?:<\s*/\s*\1\s*>|$)"
+    r"|<\s*/?\s*(?:user|system|assistant|developer|instructions?|sistema)\s*>"
+    r"|(?:^|(?<=[\n.!?;>\]}\"]))[ \t]*[\[#*(]*[ \t]*(?:system|sistema|assistant|asistente"
+    r"|developer|admin)[ \t]*[\]#*)]*[ \t]*:[^\n]*",
+    re.S,
+)
 _NAME_SPAN = re.compile(r"[\s:\-]*([^,.;:!?¡¿()\[\]{}<>\"\n\d@/=]*)")
 _WORD = re.compile(r"[^\W\d_]+(?:['\-][^\W\d_]+)*")
 _CLAUSE = re.compile(r"[,.;:!?\n]+")
@@ -76,10 +110,17 @@ _PARTICLES = frozenset(["de", "del", "la", "las", "los"])
 _MAX_NAME_WORDS = 4
 
 _EMAIL = re.compile(r"[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+#: A spelled-out address: "ana punto ruiz arroba gmail punto com", "ana_r (at) mail . com".
+_LOCAL_SEP = r"(?:[._\-]|[ \t]+[._\-][ \t]+|\s+(?:punto|dot|guion\s+bajo|underscore|guion|dash)\s+)"
+_DOMAIN_SEP = r"(?:\.|[ \t]+\.[ \t]+|\s+(?:punto|dot)\s+|\s*[(\[](?:punto|dot)[)\]]\s*)"
 _SPOKEN_EMAIL = re.compile(
-    r"([a-z0-9._%+\-]+)\s+arroba\s+([a-z0-9\-]+(?:\s*(?:\.|\bpunto\b)\s*[a-z0-9\-]+)+)"
+    rf"(?<![\w.@%+\-])([a-z0-9%+]+(?:{_LOCAL_SEP}[a-z0-9%+]+)*)"
+    r"(?:\s*[(\[{<]\s*(?:arroba|at)\s*[)\]}>]\s*|\s+arroba\s+|\s+@\s*|\s*@\s+)"
+    rf"([a-z0-9\-]+(?:{_DOMAIN_SEP}[a-z0-9\-]+)+)(?![\w@])"
 )
-_SPOKEN_DOT = re.compile(r"\s*(?:\.|\bpunto\b)\s*")
+_SPOKEN_SEP = re.compile(
+    r"\s*(?:(\.|punto|dot)|(_|guion\s+bajo|underscore)|(-|guion|dash)|[(\[](?:punto|dot)[)\]])\s*"
+)
 _PHONE = re.compile(r"(?<![\w+@/$€])(?:\+[ \t]?)?\(?\d+\)?(?:[ \t\-.]{1,2}\(?\d+\)?)*(?![\w@])")
 _NOT_PHONE_AFTER = re.compile(
     r"\s*(?:pesos|dolares|soles|euros|usd|eur|mil|millones|bs|lucas|anos|seguidores|personas|%)\b"
@@ -89,10 +130,23 @@ _DATE = re.compile(r"\d{1,2}[\-.]\d{1,2}[\-.]\d{2,4}")
 _PHONE_CONTEXT = re.compile(r"\b(?:numero|telefono|tel|cel|celular|movil|whatsapp|fono|llam)")
 
 
-def _take_name(words: list[str], strength: int) -> str | None:
-    """The longest name at the start of ``words``, or None if they do not start with one."""
+def _take_name(
+    words: list[str], strength: int, lower_ok: bool = False, whole: bool = False
+) -> str | None:
+    """The longest name at the start of ``words``, or None if they do not start with one.
+
+    ``lower_ok``: a weak cue may take a name typed in lower case (the visitor was just asked
+    for it); ``whole``: the name must use up every word.
+    """
     i = 0
-    while i < len(words) - 1 and fold(words[i]).rstrip(".") in lexicon.TITLES:
+    while i < len(words) - 1 and (
+        fold(words[i]).rstrip(".") in lexicon.TITLES
+        or (
+            i + 2 < len(words)
+            and fold(words[i]) in ("el", "la")
+            and fold(words[i + 1]).rstrip(".") in lexicon.TITLES
+        )
+    ):
         i += 1
     taken: list[str] = []
     capitalised = False
@@ -103,10 +157,11 @@ def _take_name(words: list[str], strength: int) -> str | None:
         if not taken:
             if folded in lexicon.NOT_NAMES or folded in lexicon.STOP_WORDS:
                 return None
-            if _OCCUPATION.fullmatch(folded):
+            if _OCCUPATION.fullmatch(folded) or folded in lexicon.TITLES:
                 return None
             capitalised = word[0].isupper()
-            if not capitalised and strength == WEAK and folded not in lexicon.FIRST_NAMES:
+            lower = strength == WEAK and not lower_ok
+            if not capitalised and lower and folded not in lexicon.FIRST_NAMES:
                 return None
         elif folded in _PARTICLES and capitalised:
             nxt = i + 1
@@ -121,14 +176,46 @@ def _take_name(words: list[str], strength: int) -> str | None:
             break
         taken.append(word)
         i += 1
+    if whole and i < len(words):
+        return None
     return " ".join(taken) or None
 
 
-def _name_after(text: str, end: int, strength: int) -> str | None:
-    if title := _TITLE_DOT.match(text.translate(_FOLD), end):
+def _name_after(text: str, folded: str, end: int, strength: int, lower_ok: bool) -> str | None:
+    if title := _TITLE_DOT.match(folded, end):
         end = title.end()
     span = _NAME_SPAN.match(text, end)
-    return _take_name(span.group(1).split(), strength) if span else None
+    return _take_name(span.group(1).split(), strength, lower_ok) if span else None
+
+
+def _name_here(text: str, folded: str, lower_ok: bool) -> tuple[int, str] | None:
+    """ "Fernando aquí": the words that open a clause before "aquí" / "por aquí", if a name."""
+    for m in _HERE.finditer(folded):
+        before = folded[: m.start()].rstrip()
+        words = text[m.start(1) : m.end(1)].split()
+        while words and fold(words[0]) in _GREETINGS:
+            words.pop(0)
+        if not words:
+            continue
+        prev = before.rsplit(None, 1)[-1] if before else ""
+        if prev and prev[-1].isalnum() and prev not in _GREETINGS:
+            continue  # mid-clause: "vivo en Lima aquí"
+        if name := _take_name(words, WEAK, lower_ok, whole=True):
+            return m.start(), name
+    return None
+
+
+def _sign_off(text: str, folded: str) -> tuple[int, str] | None:
+    """A name signing off the message: "gracias, att: Ana Ruiz", "un saludo, Mari", "- Beto"."""
+    start = max(0, len(folded) - 120)
+    m = _SIGN_OFF.search(folded, start)
+    if not m:
+        return None
+    begin = m.start(1)
+    if title := _LEADING_TITLE.match(folded, begin):
+        begin = title.end()
+    name = _take_name(text[begin : m.end(1)].split(), WEAK, whole=True)
+    return (m.start(), name) if name else None
 
 
 def _name_reply(text: str) -> str | None:
@@ -139,8 +226,7 @@ def _name_reply(text: str) -> str | None:
             words.pop(0)
         if not words:
             continue
-        name = _take_name(words, WEAK)
-        return name if name and len(name.split()) == len(words) else None
+        return _take_name(words, WEAK, whole=True)
     return None
 
 
@@ -148,23 +234,53 @@ def _names(text: str, folded: str, asked: bool) -> list[tuple[int, int, str]]:
     """Candidate names in one visitor message as (strength, position, name)."""
     found = []
     for cue in _STRONG_CUE.finditer(folded):
-        if name := _name_after(text, cue.end(), STRONG):
+        if name := _name_after(text, folded, cue.end(), STRONG, False):
             found.append((STRONG, cue.start(), name))
     for cue in _WEAK_CUE.finditer(folded):
         if _NEGATED.search(folded, 0, cue.start()):
             continue
-        if name := _name_after(text, cue.end(), WEAK):
+        if name := _name_after(text, folded, cue.end(), WEAK, asked):
             found.append((WEAK, cue.start(), name))
+    if ("aqu" in folded or "aca" in folded or "here" in folded) and (
+        here := _name_here(text, folded, asked)
+    ):
+        found.append((WEAK, *here))
+    if signed := _sign_off(text, folded):
+        found.append((WEAK, *signed))
     if asked and not found and (name := _name_reply(text)):
         found.append((WEAK, 0, name))
     return found
 
 
+def _spoken_part(raw: str) -> str:
+    def sep(m: re.Match[str]) -> str:
+        return "_" if m.group(2) else "-" if m.group(3) else "."
+
+    return _SPOKEN_SEP.sub(sep, raw)
+
+
 def _emails(text: str, folded: str) -> list[str]:
     found = [m.group(0) for m in _EMAIL.finditer(text)]
-    for m in _SPOKEN_EMAIL.finditer(folded):
-        found.append(f"{m.group(1)}@{_SPOKEN_DOT.sub('.', m.group(2))}")
+    if "arroba" in folded or "at" in folded or " @" in folded or "@ " in folded:
+        for m in _SPOKEN_EMAIL.finditer(folded):
+            before = folded[: m.start()].rstrip()
+            prev = before.rsplit(None, 1)[-1] if before else ""
+            if prev and prev[-1].isalnum() and prev not in lexicon.EMAIL_LEAD:
+                found.append("")  # the address may start earlier: none rather than a part
+                continue
+            found.append(f"{_spoken_part(m.group(1))}@{_spoken_part(m.group(2))}")
     return found
+
+
+def _mask_injected(text: str, folded: str) -> tuple[str, str]:
+    """Blank out quoted/injected structured data (positions kept): it is not the visitor's."""
+    if not ("{" in folded or "<" in folded or ":" in folded):
+        return text, folded
+    spans = [m.span() for m in _INJECTED.finditer(folded)]
+    for a, b in reversed(spans):
+        text = text[:a] + " " * (b - a) + text[b:]
+        folded = folded[:a] + " " * (b - a) + folded[b:]
+    return text, folded
 
 
 def _phones(text: str, folded: str) -> list[str]:
@@ -228,6 +344,7 @@ class RulesExtractor:
             if message.get("role") != "user":
                 asked = bool(_NAME_QUESTION.search(folded))
                 continue
+            text, folded = _mask_injected(text, folded)
             names += [(s, index, pos, n) for s, pos, n in _names(text, folded, asked)]
             emails += _emails(text, folded)
             phones += _phones(text, folded)
