@@ -7,6 +7,7 @@ refuses both), numbers are finite, nesting is at most :data:`MAX_DEPTH` deep.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 #: Deepest JSON nesting accepted anywhere in the body.
@@ -29,6 +30,13 @@ class InvalidRequest(Exception):
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf, which jsonb cannot store
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
 
 
 def _depth_and_strings(value: object) -> None:
@@ -64,7 +72,7 @@ def parse_json(raw: bytes) -> object:
     except UnicodeDecodeError:
         raise InvalidRequest(400, "body is not valid UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise InvalidRequest(400, f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:

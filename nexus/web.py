@@ -37,7 +37,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ``DATABASE_URL``.
     """
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # One byte of headroom: a chunked body is cut at this limit without an error, so the
+    # view reads one byte more than allowed to tell "exactly at the limit" from "over it".
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1
     app.json.sort_keys = False
     if test_config:
         app.config.update(test_config)
@@ -79,7 +81,10 @@ def _engine():
 def produce() -> tuple[Response, int, dict[str, str]]:
     if not request.is_json:
         raise InvalidRequest(415, "Content-Type must be application/json")
-    body = parse_json(request.get_data(cache=False))
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidRequest(413, f"body must be at most {MAX_BODY_BYTES} bytes")
+    body = parse_json(raw)
     conv = validate_conversation(body)
     metadata = dict(conv.metadata)
     metadata.update(

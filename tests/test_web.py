@@ -1,5 +1,6 @@
 """The HTTP producer through the Flask test client, against a real database."""
 
+import io
 import json
 import threading
 import time
@@ -8,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from nexus import config
-from nexus.web import create_app
+from nexus.web import MAX_BODY_BYTES, create_app
 
 SAMPLE = [
     {"role": "user", "content": "Hola, me llamo Juan Pérez"},
@@ -147,6 +148,12 @@ BAD_BODIES = [
         400,
     ),
     (
+        "1e999",
+        b'{"messages": [{"role": "user", "content": "c"}], "sessionId": "s",'
+        b' "metadata": {"x": -1e999}}',
+        400,
+    ),
+    (
         "NUL in content",
         json.dumps(
             {"messages": [{"role": "user", "content": "a\u0000b"}], "sessionId": "s"}
@@ -175,6 +182,37 @@ def test_bad_input_gets_a_json_4xx_and_writes_nothing(client, app, name, raw, st
     body = resp.get_json()
     assert isinstance(body["error"], str) and "details" in body
     assert count_rows(app) == 0
+
+
+#: What gunicorn sets for a chunked body: the server terminates the stream, no Content-Length.
+CHUNKED = {"wsgi.input_terminated": True}
+
+
+@pytest.mark.parametrize("size, status", [(MAX_BODY_BYTES + 1, 413), (3 << 20, 413)])
+def test_chunked_body_over_the_limit_is_413(client, app, size, status):
+    body = json.dumps({"messages": SAMPLE, "sessionId": "chunked"}).encode()
+    body += b" " * (size - len(body))  # valid JSON, padded with whitespace
+
+    resp = client.post(
+        URL,
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides=CHUNKED,
+    )
+    assert resp.status_code == status and resp.get_json()["error"]
+    assert count_rows(app) == 0
+
+
+def test_chunked_body_at_the_limit_is_accepted(client, app):
+    body = json.dumps({"messages": SAMPLE, "sessionId": "at-limit"}).encode()
+    body += b" " * (MAX_BODY_BYTES - len(body))
+    resp = client.post(
+        URL,
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides=CHUNKED,
+    )
+    assert resp.status_code == 202
 
 
 def test_sql_in_strings_is_just_text(client, app):
