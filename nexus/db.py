@@ -18,7 +18,7 @@ import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from .errors import DatabaseUnavailable
+from .errors import DatabaseError, DatabaseUnavailable
 
 #: Where the SQL files live (the package is installed in editable mode from the checkout).
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -83,6 +83,9 @@ def make_engine(
     connect_args.update(kwargs.pop("connect_args", {}))
     return sa.create_engine(
         sqlalchemy_url(url),
+        # Error messages and tracebacks end up in logs and dead letters: keep the
+        # parameters (conversations, names, phones) out of them.
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=POOL_TIMEOUT,
@@ -122,15 +125,29 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def _primary_message(exc: sa.exc.SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if primary:
+        return f"{type(orig).__name__} ({orig.pgcode}): {primary}"
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return f"{type(orig or exc).__name__}: {text[0] if text else 'no message'}"
+
+
 @contextlib.contextmanager
 def translate_errors():
-    """Turn driver errors meaning "no database" into :class:`DatabaseUnavailable`."""
+    """Translate driver errors once, at the edge: "no database" becomes
+    :class:`DatabaseUnavailable`, any other failure :class:`DatabaseError`.  Both carry
+    PostgreSQL's primary message only (its DETAIL may quote the failing row), and the driver's
+    exception is not chained, so no traceback repeats the statement's data."""
     try:
         yield
     except sa.exc.SQLAlchemyError as exc:
+        message = _primary_message(exc)
         if is_unavailable(exc):
-            raise DatabaseUnavailable(str(exc.orig if hasattr(exc, "orig") else exc)) from exc
-        raise
+            raise DatabaseUnavailable(message) from None
+        raise DatabaseError(message) from None
 
 
 # -- the queue's operations ------------------------------------------------------------------
@@ -266,10 +283,18 @@ def cleanup_old_rows(engine: Engine, batch_size: int = 1000) -> int:
             return total
 
 
-def claim_clock_slot(engine: Engine, job: str, slot) -> bool:
-    """True for exactly one caller per (job, slot), across every clock process."""
+@contextlib.contextmanager
+def transaction(engine: Engine):
+    """A transaction on a connection of ``engine``, with errors translated."""
     with translate_errors(), engine.begin() as conn:
-        won = conn.execute(q("claim_clock_slot"), {"job": job, "slot": slot}).first() is not None
+        yield conn
+
+
+def claim_clock_slot(conn: sa.Connection, job: str, slot) -> bool:
+    """True for exactly one caller per (job, slot), across every clock process.  Runs in the
+    caller's transaction, so the slot and the job's message commit together or not at all."""
+    won = conn.execute(q("claim_clock_slot"), {"job": job, "slot": slot}).first() is not None
+    if won:
         conn.execute(q("forget_old_clock_slots"))
     return won
 

@@ -13,6 +13,12 @@ class DatabaseUnavailable(NexusError):
     """PostgreSQL did not answer in time (down, restarting, too many connections)."""
 
 
+class DatabaseError(NexusError):
+    """A statement failed.  The message carries the SQLSTATE and PostgreSQL's primary message
+    only -- never the statement's parameters or the failing row -- so it can be logged and
+    kept in broker history without copying personal data."""
+
+
 class MigrationError(NexusError):
     """A migration file could not be applied; the message names the file."""
 

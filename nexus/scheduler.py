@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from . import db
 from .common import now
-from .errors import DatabaseUnavailable
+from .errors import NexusError
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,19 @@ JOBS = (
 )
 
 
-def tick(engine, actors: dict, jobs=JOBS, at: dt.datetime | None = None) -> list[str]:
-    """Fire every job whose current slot no clock has fired yet; return the names fired."""
+def tick(engine, send, jobs=JOBS, at: dt.datetime | None = None) -> list[str]:
+    """Fire every job whose current slot no clock has fired yet; return the names fired.
+
+    ``send(job_name, connection)`` enqueues the job's message on ``connection``: the slot and
+    the message commit together, so a failed send leaves the slot free for the next tick.
+    """
     at = at or now()
     fired = []
     for job in jobs:
-        if db.claim_clock_slot(engine, job.name, job.slot(at)):
-            actors[job.name].send()
-            fired.append(job.name)
+        with db.transaction(engine) as conn:
+            if db.claim_clock_slot(conn, job.name, job.slot(at)):
+                send(job.name, conn)
+                fired.append(job.name)
     return fired
 
 
@@ -64,16 +69,19 @@ def main() -> int:
     }
     from workers.resources import engine
 
+    def send(name: str, conn) -> None:
+        workers.broker.enqueue(actors[name].message(), connection=conn)
+
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     log.info("clock started: %s", ", ".join(f"{j.name} every {j.every}" for j in JOBS))
     while not stop.is_set():
         try:
-            for name in tick(engine(), actors):
+            for name in tick(engine(), send):
                 log.info("fired %s", name)
-        except DatabaseUnavailable as exc:
-            log.warning("clock could not reach the database: %s", exc)
+        except NexusError as exc:
+            log.warning("clock tick failed, retrying at the next wake-up: %s", exc)
         stop.wait(min(max(seconds_to_next_slot(), 0.05), 5.0))
     workers.broker.close()
     return 0

@@ -187,6 +187,15 @@ WHERE CAST(:queue_name AS text) IS NULL OR queue_name = :queue_name
 ORDER BY failed_at DESC, message_id
 LIMIT :limit
 
+-- name: forget_dead_letters
+-- Retention: dead letters older than :max_age_s seconds, at most :limit per call.
+WITH doomed AS (
+    SELECT message_id FROM broker_dead_letters
+    WHERE failed_at < clock_timestamp() - make_interval(secs => :max_age_s)
+    LIMIT :limit
+)
+DELETE FROM broker_dead_letters d USING doomed WHERE d.message_id = doomed.message_id
+
 -- name: has_live_message
 -- Is a message for this actor whose args start with :prefix (a JSON array) still live?
 SELECT EXISTS (

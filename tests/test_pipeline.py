@@ -319,6 +319,30 @@ def test_newer_version_arriving_mid_extraction_is_processed(engine, workers, cla
     assert claude.count == 2
 
 
+def test_failure_of_a_superseded_version_is_not_retried(engine, workers, claude):
+    release = threading.Event()
+
+    def behaviour(n, body):
+        if n == 1:
+            release.wait(DEADLINE)
+            return api_error(400)  # the old version's attempt fails, after v2 arrived
+        return good()
+
+    claude.script(behaviour)
+    first = enqueue(engine, "stale-fail")
+    workers.start(**claude_env(claude))
+    wait_for(lambda: claude.count >= 1, "the first extraction to start")
+    enqueue(engine, "stale-fail", messages=LONGER)
+    wait_status(engine, first.queue_id, "completed", version=2)
+    release.set()
+
+    wait_for(lambda: fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0, "the acks")
+    row = queue_row(engine, first.queue_id)
+    assert (row.status, row.version, row.retry_count) == ("completed", 2, 0)
+    assert fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0] == 0
+    assert claude.count == 2
+
+
 def test_duplicate_delivery_of_a_completed_version_is_a_no_op(engine, workers):
     done = enqueue(engine, "dup")
     workers.start()

@@ -97,6 +97,28 @@ def test_strict_prefix_resend_is_a_late_duplicate(engine):
     assert r.messages == longer
 
 
+def test_resend_without_fingerprint_keeps_the_stored_one(engine):
+    longer = MSGS + [{"role": "assistant", "content": "hola"}]
+    with engine.begin() as conn:
+        first = enqueue(conn, MSGS, "s6", "fp-a")
+        same = enqueue(conn, MSGS, "s6", None)
+        grown = enqueue(conn, longer, "s6", None)
+        r = row(conn, first.queue_id)
+    assert same.duplicate and same.queue_version == 1
+    assert not grown.duplicate and grown.queue_version == 2
+    assert r.fingerprint == "fp-a"
+
+
+def test_late_prefix_with_a_fingerprint_does_not_replace(engine):
+    longer = MSGS + [{"role": "assistant", "content": "hola"}]
+    with engine.begin() as conn:
+        first = enqueue(conn, longer, "s7", None)
+        late = enqueue(conn, MSGS, "s7", "fp-late")
+        r = row(conn, first.queue_id)
+    assert late.duplicate and late.queue_version == 1
+    assert r.messages == longer and r.fingerprint is None
+
+
 def test_changed_fingerprint_is_a_change(engine):
     with engine.begin() as conn:
         enqueue(conn, MSGS, "s4", "fp-a")

@@ -14,7 +14,7 @@ last one, or an error that retrying cannot fix, marks the row ``failed``.
 import logging
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
 
 from nexus import db
 from nexus.errors import PermanentExtractionError
@@ -57,15 +57,20 @@ def process_nexus_message(queue_id: str, version: int) -> None:
             extracted.usage,
             extractor.name,
         )
-    except Exception as exc:
+    except (Exception, TimeLimitExceeded) as exc:
         final = isinstance(exc, PermanentExtractionError) or (
             _attempts_so_far() >= settings().max_retries
         )
         reason = f"{type(exc).__name__}: {exc}"
         try:
-            db.record_failure(engine, queue_id, version, reason, final)
+            recorded = db.record_failure(engine, queue_id, version, reason, final)
         except Exception:
             log.exception("could not record the failure of %s v%s", queue_id, version)
+            raise exc from None
+        if recorded is None:
+            # Superseded or finished by another delivery meanwhile: nothing left to retry.
+            log.info("queue row %s v%s moved on while this attempt failed", queue_id, version)
+            return
         retry_after = getattr(exc, "retry_after", None)
         if retry_after and not final:
             # The API said how long to wait (429/529): at least that, never less than usual.

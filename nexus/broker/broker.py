@@ -315,6 +315,19 @@ class PostgresBroker(dramatiq.Broker):
             rows = conn.execute(q("dead_letters"), {"queue_name": queue_name, "limit": limit})
             return [DeadLetter(**{**r._asdict(), "message_id": str(r.message_id)}) for r in rows]
 
+    def forget_dead_letters(self, max_age_s: float, batch_size: int = 1000) -> int:
+        """Delete dead letters older than ``max_age_s`` seconds, one short transaction per
+        batch; returns how many."""
+        total = 0
+        while True:
+            with _translated(), self.engine.begin() as conn:
+                deleted = conn.execute(
+                    q("forget_dead_letters"), {"max_age_s": max_age_s, "limit": batch_size}
+                ).rowcount
+            total += deleted
+            if deleted < batch_size:
+                return total
+
     def has_live_message(self, actor_name: str, args_prefix: Iterable[Any]) -> bool:
         """Is a message for ``actor_name`` whose args begin with ``args_prefix`` still live
         (ready, delayed or claimed; not acked, not dead)?"""

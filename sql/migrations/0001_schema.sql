@@ -105,11 +105,14 @@ BEGIN
         queue_id := cur.id;
         duplicate := true;
         queue_version := cur.version;
+        -- A resend without a fingerprint keeps the stored one (it is not new information).
+        p_fingerprint := coalesce(p_fingerprint, cur.fingerprint);
         IF cur.messages = p_messages AND cur.fingerprint IS NOT DISTINCT FROM p_fingerprint THEN
             RETURN;
         END IF;
+        -- A strict prefix of the stored conversation is a late, older request: never a
+        -- replacement, whatever fingerprint it carries.
         IF new_len < jsonb_array_length(cur.messages)
-           AND (p_fingerprint IS NULL OR p_fingerprint IS NOT DISTINCT FROM cur.fingerprint)
            AND p_messages = (SELECT jsonb_agg(e ORDER BY i)
                              FROM jsonb_array_elements(cur.messages) WITH ORDINALITY AS t(e, i)
                              WHERE i <= new_len) THEN

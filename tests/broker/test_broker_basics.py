@@ -235,3 +235,19 @@ def test_a_frozen_python_clock_does_not_stall_delays_or_retries(
 
     # Then both deadlines passed anyway: they are kept by the database clock
     assert calls == ["x", "x"]
+
+
+def test_old_dead_letters_are_forgotten_in_batches(broker: PostgresBroker) -> None:
+    # Given 5 dead letters failed 40 days ago and 2 failed just now
+    sql(
+        broker.url,
+        "INSERT INTO broker_dead_letters (message_id, queue_name, actor_name, args, kwargs,"
+        " options, message_timestamp, enqueued_at, attempts, retries, failed_at)"
+        " SELECT gen_random_uuid(), 'q', 'a', '[]', '{}', '{}', 0, now(), 1, 0,"
+        " now() - CAST(g || ' days' AS interval) FROM unnest(ARRAY[40,40,40,40,40,0,0]) g",
+    )
+    # When letters older than 30 days are forgotten, two at a time
+    forgotten = broker.forget_dead_letters(30 * 86_400, batch_size=2)
+    # Then only the recent ones are left
+    assert forgotten == 5
+    assert broker.stats()["dead_letters"] == 2
