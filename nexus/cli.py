@@ -60,14 +60,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         procfile = str(CHECKOUT / "Procfile")
         cmd = ["honcho", "-f", procfile, "-d", str(CHECKOUT), "start", "-p", str(settings.port)]
         cmd += ["web", "worker", "clock"]
-        proc = subprocess.Popen(cmd, env=env)
-        # Ctrl-C reaches honcho through the terminal's process group; SIGTERM is forwarded.
+        # honcho runs in a session of its own: Ctrl-C reaches only us, and we ask honcho to
+        # stop its processes once (gracefully), then stop postgres when it is done.
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
         while True:
             try:
                 return proc.wait()
             except KeyboardInterrupt:
-                continue  # honcho stops its children; we stop postgres when it is done
+                proc.send_signal(signal.SIGINT)
 
 
 def cmd_clock(args: argparse.Namespace) -> int:

@@ -432,3 +432,20 @@ def test_postgres_restart_under_load_loses_nothing(private_server, tmp_path):
     finally:
         workers.stop()
         engine.dispose()
+
+
+def test_group_sigterm_stops_workers_gracefully(db_url, engine, tmp_path):
+    """As honcho and Heroku do: SIGTERM to the whole process group, which dramatiq's main
+    process then forwards again -- the worker must still finish its job, not be killed."""
+    workers = Workers(db_url, tmp_path)
+    done = enqueue(engine, "graceful")
+    proc = workers.start()
+    try:
+        wait_status(engine, done.queue_id, "completed")
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        workers.stop()
+    logs = workers.logs()
+    assert "Worker has been shut down" in logs
+    assert "Killing worker process" not in logs

@@ -4,7 +4,9 @@ broker from the environment, then registers the actors.
 A bad setting stops the process at start with one line naming the variable.
 """
 
+import signal
 import sys
+import time
 
 import dramatiq
 
@@ -20,6 +22,33 @@ except ConfigError as exc:
     sys.exit(f"nexus: {exc}")
 
 dramatiq.set_broker(broker)
+
+#: Seconds within which a repeated SIGTERM counts as the same stop request.
+SIGTERM_ECHO_S = 2.0
+
+
+def _ignore_sigterm_echo() -> None:
+    """honcho and Heroku signal a dyno's whole process group, and dramatiq's main process
+    forwards that SIGTERM to its worker processes too, so each worker process receives two
+    at once -- and dramatiq takes a second SIGTERM as "kill now", dropping in-flight jobs
+    instead of finishing them.  In a worker process, a SIGTERM right after the first is
+    ignored; a later one still kills."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+    first: list[float] = []
+
+    def handler(signum, frame):
+        now = time.monotonic()
+        if first and now - first[0] < SIGTERM_ECHO_S:
+            return
+        first[:] = [now]
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+_ignore_sigterm_echo()
 
 from . import periodic, pipeline  # noqa: E402  (actors need the broker set first)
 
