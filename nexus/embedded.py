@@ -183,10 +183,6 @@ class EmbeddedServer:
             self.process.wait()
             self.process = None
 
-    @property
-    def owned(self) -> bool:
-        return self.process is not None
-
     def __enter__(self) -> EmbeddedServer:
         self.start()
         return self

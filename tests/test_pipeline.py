@@ -406,7 +406,9 @@ def test_sigkill_mid_extraction_then_a_new_worker_completes_once(engine, workers
 
 @pytest.mark.fault
 @pytest.mark.slow
-def test_postgres_restart_under_load_loses_nothing(private_server, tmp_path):
+@pytest.mark.parametrize("how", ["restart", "crash"])
+def test_postgres_restart_under_load_loses_nothing(private_server, tmp_path, how):
+    """A clean restart, or SIGKILL of the postmaster (crash recovery on the next start)."""
     engine = db.make_engine(private_server.url)
     workers = Workers(private_server.url, tmp_path)
     try:
@@ -416,7 +418,10 @@ def test_postgres_restart_under_load_loses_nothing(private_server, tmp_path):
             lambda: fetch(engine, "SELECT count(*) FROM nexus_queue WHERE status = 'completed'")[0],
             "the first completions",
         )
-        private_server.stop()
+        if how == "crash":
+            private_server.kill()
+        else:
+            private_server.stop()
         private_server.start()
         engine.dispose()
         ids += [enqueue(engine, f"after-{i}", fingerprint=f"fa-{i}").queue_id for i in range(20)]
