@@ -17,6 +17,10 @@ INTENT = (
     r"empezar|comenzar|iniciar|arrancar|unirme|inscribirme|registrarme|sumarme",
     r"invertir|inversion|cuando empiezo|como me uno",
     r"i want|i'?m interested|interested in|sign me up",
+    # Intensified interest: "me re interesa", "súper interesada", "interesadísimo".
+    r"me (?:re|super|muy|mega|recontra|requete|bastante|mucho|realmente)(?: super)? interesa",
+    r"(?:estoy |ando |quede |me quede )?(?:super|re|muy|mega|recontra|bien|bastante|sumamente"
+    r"|realmente|full|super ?duper) ?interesad[oa]s?|interesadisim[oa]s?",
 )
 #: "No me interesa" and its equivalents: the rubric's -3.
 REJECTION = (
@@ -30,13 +34,24 @@ OBJECTIONS = {
         r"car[oa]s?|carisim[oa]s?|costos[oa]|precio|cost[oe]s?|cuesta|expensive|pricey",
         r"cuanto (?:cuesta|vale|sale|es la inscripcion|es el kit|hay que (?:pagar|invertir|poner))",
         r"how much|cost|broke|can'?t afford|no puedo pagar",
-        r"hay que pagar|no me alcanza(?! el tiempo)|presupuesto|no (?:lo|los) tengo|me cobra\w*",
+        # "el sueldo no me alcanza" is why they want extra income, not an objection to a price
+        r"hay que pagar|(?<!sueldo )(?<!sueldo ya )(?<!salario )(?<!salario ya )(?<!quincena )"
+        r"(?<!pension )(?<!que gano )no me alcanza(?! el tiempo)",
+        r"presupuesto|no (?:lo|los) tengo|me cobra\w*",
         r"cobran|no tengo (?:con que|para pagar)|no (?:tengo|me alcanza) para (?:eso|tanto|pagar)",
         r"(?:no quiero|no puedo) (?:volver a )?pagar|cort[oa] de (?:dinero|plata|lana)",
         r"(?:no tengo|sin|ni|poca|mucha|poner|no me sobra|no hay) (?:mucha |mucho |nada de |esa "
         r"|ese |tanta |tanto |la |el |los |suficiente |the |that )?"
         r"(?:dinero|plata|lana|pasta|guita|money|cash|varo|varos|billete|pisto|lucas|feria|reales)",
         r"(?:no tengo|sin) (?:esa|tanta) (?:cantidad|suma)|no budget|out of budget",
+        r"(?:ajustad|apretad|justit|quebrad|pelad)[oa]s? (?:de|con|en) (?:la |el |los |las )?"
+        r"(?:dinero|plata|lana|pasta|guita|money|cash|varo|billete|pisto|lucas|feria|reales"
+        r"|presupuesto|economia|bolsillo|gastos|quincena)",
+        r"(?:estoy|ando|estamos|andamos) (?:medio |muy |bien |super |re |un poco )?(?:quebrad[oa]s?"
+        r"|ajustad[oa]s? (?:economicamente|de bolsillo)|sin un (?:peso|centavo|sol|duro|mango))",
+        r"si (?:es|sale|cuesta|son|pide|piden) (?:mucho|muy car[oa]|demasiado|bastante)"
+        r"(?: (?:dinero|plata|lana))?,? (?:no (?:puedo|podria|me alcanza|llego|voy a poder)|paso)",
+        r"(?:es|sale|seria) (?:mucho|demasiado) (?:para|pa) mi|es bastante (?:para|pa) mi",
     ),
     "tiempo": (
         r"no tengo (?:mucho |nada de |el |ni |casi |ni un poco de )?(?:tiempo|time|chance)",
@@ -179,6 +194,34 @@ FIRST_NAMES = _words(
     nico pili pepe paco pancho lupe memo chuy beto lalo quique nacho rafa toni dani
     juanita mari maite charo conchi maru lola"""
 )
+#: Words that may follow "de" / "del" / "de los" inside a name typed in lower case
+#: ("maria de los angeles", "juan de la cruz"); elsewhere "de" ends a lower-case name
+#: ("soy juan de lima").
+NAME_TAILS = _words(
+    """angeles carmen jesus rosario cruz paz pilar mercedes fatima guadalupe lourdes luz mar
+    socorro rocio dolores consuelo soledad remedios milagros montserrat asuncion concepcion
+    belen lujan torre fuente vega hoz rosa santos rios leon castillo valle"""
+)
+#: Words a bare reply to "¿cómo te llamas?" may hold that are not names, so a lower-case
+#: two-word reply like "cuentame primero" is not taken as one.
+NOT_REPLY_NAMES = _words(
+    """primero despues luego mejor nomas info informacion pregunta porque cuanto cuando donde
+    bien mal todavia aun tampoco prefiero paso secreto anonimo anonima nombre apellido
+    mas menos solo sola solamente ahora hoy manana ayer rapido despacio igual nada ninguno
+    quiero puedo puede decir digo saber ver veo mira oye oiga perdon disculpa sorry broma
+    cuesta vale sale precio gratis verdad mentira seguro segura ya listo lista sale bye chao"""
+)
+#: Someone else's relation to the visitor: a number "de mi vecina" is not the visitor's.
+RELATIONS = (
+    r"vecin[oa]s?|amig[oa]s?|espos[oa]|marido|mujer|novi[oa]|pareja|mama|mami|papa|papi|madre"
+    r"|padre|herman[oa]s?|hij[oa]s?|prim[oa]s?|ti[oa]s?|abuel[oa]s?|suegr[oa]|cunad[oa]"
+    r"|sobrin[oa]|nuera|yerno|jef[ea]|compa|companer[oa]s?|soci[oa]|comadre|compadre"
+    r"|conocid[oa]|colega|cliente|clienta|senora|senor|muchach[oa]|chic[oa]|cuate|parce"
+)
+#: Kinds of number, to honour "mejor el cel" among a mobile and a home number.
+MOBILE_KINDS = _words("cel celu celular movil whatsapp whats wsp wasap wpp personal")
+LANDLINE_KINDS = _words("casa fijo oficina trabajo local negocio tienda")
+
 #: Words that may come just before a spelled-out address ("mi correo es ana punto ...").
 #: After any other word the local part may have begun earlier ("andres lopez arroba ..."),
 #: so the rules take no address rather than a partial one.

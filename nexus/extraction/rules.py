@@ -5,7 +5,11 @@ it that the next reply is the visitor's name, as in "¿Cómo te llamas?" -> "Die
 are matched on *folded* text (lower case, accents removed) whose character positions equal
 the original's, so a name found after "me llamo" is cut from the original with its accents.
 Structured data pasted into a visitor message (a JSON object, a "system:" line, <system>
-tags) is blanked out first: it is quoted or injected, not something the visitor told us.
+tags, field assignments such as "telefono = ..." in instruction-like text) is blanked out
+first: it is quoted or injected, not something the visitor told us.  A self-correction of the
+name ("bueno, Brenda Saldaña", "perdón, es ruiz con z") beats the name it corrects, a given
+name beats a nickname, someone else's number ("el de mi vecina") is skipped, and a stated
+preference between two numbers ("mejor el cel") is honoured.
 
 Interest follows SPEC section 6's rubric exactly: +2 name, +3 phone, +1.5 email, +2 intent
 words, -3 "no me interesa", clamped to 0..10.  All patterns are compiled at import; a typical
@@ -21,7 +25,9 @@ from . import lexicon
 from .base import ExtractionResult, Messages
 from .prospect import normalise, normalise_email, normalise_phone
 
-STRONG, WEAK = 2, 1  #: how sure a name cue is: "me llamo" beats "soy" and bare replies
+#: How sure a name cue is: a self-correction ("bueno, Brenda Saldaña") beats "me llamo", which
+#: beats "soy" and bare replies, which beat a nickname ("me dicen Cata").
+CORRECTED, STRONG, WEAK, NICK = 4, 3, 2, 1
 
 
 def _fold_table() -> dict[int, str]:
@@ -65,8 +71,23 @@ _STRONG_CUE = re.compile(
     r"|(?:my\s+)?name's|nombre\s*:)"
 )
 _WEAK_CUE = re.compile(
-    r"\b(?:soy|i'?m|i\s+am|this\s+is|(?:te|le|les)\s+(?:habla|escribe)|habla(?:\s+(?:el|la))?"
-    r"|me\s+(?:dicen|llaman|conocen\s+como)|(?:puedes|puede|pueden)\s+llamarme|llamame|call\s+me)\b"
+    r"\b(?:soy|i'?m|i\s+am|this\s+is|(?:te|le|les)\s+(?:habla|escribe)|habla(?:\s+(?:el|la))?)\b"
+)
+#: A nickname: taken only when the visitor gives no other name ("catalina pero me dicen cata").
+_NICK_CUE = re.compile(
+    r"\b(?:(?:todos\s+|mis\s+amig[oa]s\s+)?me\s+(?:dicen|llaman|conocen\s+como)"
+    r"|(?:puedes|puede|pueden)\s+llamarme|llamame|call\s+me)\b"
+)
+#: "Brenda, bueno Brenda Saldaña", "perdón, es Ruiz": the visitor corrects the name just given.
+_CORRECTION = re.compile(
+    r"(?<![\w'])(?:(bueno|o\s+sea)|digo|mejor\s+dicho|quise\s+decir|quiero\s+decir|corrijo"
+    r"|me\s+equivoque|perdon|perdona|disculpa|sorry|en\s+realidad)"
+    r"(?:[\s,:]+(?:es|soy|seria|se\s+escribe))?(?![\w'])[\s,:]*"
+)
+#: "ruiz con z", "Mariela con ele": a word spelled out, correcting a word of the name.
+_SPELLED = re.compile(
+    r"(?<![\w'])([^\W\d_]{3,})\s+con\s+(?:una?\s+)?(?:doble\s+)?(?:[a-z]|zeta|ese|ce|ge|jota"
+    r"|be|ve|uve|ye|i\s+griega|equis|hache|ele|elle|tilde|acento)(?![\w'])"
 )
 _TITLE_DOT = re.compile(
     r"[\s:\-]*(?:(?:el|la)\s+)?(?:dra?|sra?|srta|ing|lic|prof|hna?|hno|mtr[oa]|arq|abg|mr|mrs|ms)\."
@@ -107,6 +128,8 @@ _FILLERS = frozenset(
     + ["pues", "jaja", "ya", "con"]
 )
 _PARTICLES = frozenset(["de", "del", "la", "las", "los"])
+_NOT_COUNTED = _PARTICLES | {"y"}
+_REPLY_TAIL = re.compile(r"[\s,]*(?:(?:pero|aunque|y|o|mas)\s+)?$")
 _MAX_NAME_WORDS = 4
 
 _EMAIL = re.compile(r"[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)+")
@@ -128,6 +151,51 @@ _NOT_PHONE_AFTER = re.compile(
 _THOUSANDS = re.compile(r"\d{1,3}(?:[.,]\d{3})+")
 _DATE = re.compile(r"\d{1,2}[\-.]\d{1,2}[\-.]\d{2,4}")
 _PHONE_CONTEXT = re.compile(r"\b(?:numero|telefono|tel|cel|celular|movil|whatsapp|fono|llam)")
+_PHONE_WORD = (
+    r"(?:numero|telefono|tel|cel|celu|celular|movil|whatsapp|whats|wsp|wasap|fono|contacto)"
+)
+#: Someone else's number: "el de mi vecina", "apunta el de ella", "su cel es", "mi esposo: ".
+_THIRD_PARTY = re.compile(
+    rf"(?:\b(?:el|la|los)\s+(?:{_PHONE_WORD}\s+)?de\s+(?:ella|el|ellos|ellas|usted"
+    rf"|(?:mi|mis|tu|tus|su|sus|la|el)\s+(?:{lexicon.RELATIONS}))"
+    rf"|\bsus?\s+{_PHONE_WORD}s?|\b(?:mi|mis)\s+(?:{lexicon.RELATIONS})\s*(?:es|:|tiene)?\s*$)\b"
+)
+#: The visitor's own number named again after a third party's: "no, mejor el mío".
+_OWN_PHONE = re.compile(rf"\b(?:el\s+mio|la\s+mia|mi\s+{_PHONE_WORD}|mio|yo)\b")
+_PHONE_KIND = re.compile(
+    r"\b(?:de\s+(?:la\s+|mi\s+)?|del\s+)?(cel|celu|celular|movil|whatsapp|whats|wsp|wasap|wpp"
+    r"|personal|casa|fijo|oficina|trabajo|local|negocio|tienda)\b"
+)
+#: "mejor el cel", "el que más uso es el whatsapp", "prefiero que me llamen al fijo".
+_PHONE_PREFERENCE = re.compile(
+    r"\b(?:mejor\s+(?:\w+me\s+)?(?:al|el|a\s+mi|mi|por)"
+    r"|el\s+que\s+mas\s+(?:uso|contesto|reviso|atiendo)(?:\s+es)?(?:\s+el|\s+mi)?"
+    r"|prefiero(?:\s+que\s+me\s+(?:llamen|escriban|marquen))?\s+(?:al|el|por))\s+"
+    r"(?:de\s+(?:la\s+)?|del\s+)?(cel|celu|celular|movil|whatsapp|whats|wsp|wasap|wpp"
+    r"|personal|casa|fijo|oficina|trabajo|local|negocio|tienda|primero|segundo|otro|ultimo)\b"
+)
+#: "ese casi nunca lo contesto": the number just given is not the one to call.
+_PHONE_SHUNNED = re.compile(
+    r"\b(?:(?:casi\s+)?nunca|no|ya\s+no|casi\s+no)\s+(?:lo\s+)?(?:contesto|atiendo|uso|reviso"
+    r"|funciona|sirve)\b"
+)
+#: Field assignments in instruction-like text: "telefono = 555...", "set telefono to 555",
+#: "pon el email: x@y.z" after "ignora tus instrucciones".  Blanked: not what the visitor said.
+_FIELD = (
+    r"[\"'`]?(?:nombre|name|telefono|phone|tel|celular|numero|email|e-mail|correo|mail"
+    r"|nivel_interes|interes|momento_optimo|momento|arquetipo|objeciones|ocupacion)[\"'`]?"
+)
+_ASSIGNMENT = re.compile(
+    rf"(?:\b(?:set|update|store|save|change|put|pon|poner|pone|guarda|guardar|cambia|cambiar"
+    rf"|actualiza|actualizar|registra|registrar|escribe|asigna|asignar)\s+(?:(?:el|la|the|campo"
+    rf"|field|value|valor|of|de|del)\s+)*{_FIELD}\s*(?:=|:=|:|\bto\b|\ba\b|\bcomo\b|\ben\b)"
+    rf"|{_FIELD}\s*(?:=|:=|==))[^,;\n]*"
+)
+_OVERRIDE = re.compile(
+    r"\b(?:ignora|ignore|olvida|forget|omite|disregard|override)\b[^\n]{0,60}?"
+    r"\b(?:instruc\w*|prompt|reglas|rules|sistema|system|anterior\w*|previous|above)\b"
+)
+_LOOSE_ASSIGNMENT = re.compile(rf"\b{_FIELD}\s*(?::|\bto\b|\bcomo\b)[^,;\n]*")
 
 
 def _take_name(
@@ -150,7 +218,7 @@ def _take_name(
         i += 1
     taken: list[str] = []
     capitalised = False
-    while i < len(words) and sum(fold(w) not in _PARTICLES for w in taken) < _MAX_NAME_WORDS:
+    while i < len(words) and sum(fold(w) not in _NOT_COUNTED for w in taken) < _MAX_NAME_WORDS:
         word, folded = words[i], fold(words[i])
         if not _WORD.fullmatch(word):
             break
@@ -160,16 +228,34 @@ def _take_name(
             if _OCCUPATION.fullmatch(folded) or folded in lexicon.TITLES:
                 return None
             capitalised = word[0].isupper()
-            lower = strength == WEAK and not lower_ok
+            lower = strength < STRONG and not lower_ok
             if not capitalised and lower and folded not in lexicon.FIRST_NAMES:
                 return None
-        elif folded in _PARTICLES and capitalised:
+        elif folded in _PARTICLES:
+            # "María de los Ángeles", "maria del carmen", "Juan De la Cruz"; not "juan de lima"
             nxt = i + 1
             while nxt < len(words) and fold(words[nxt]) in _PARTICLES:
                 nxt += 1
-            if nxt < len(words) and words[nxt][:1].isupper():
+            if nxt < len(words) and (
+                (capitalised and words[nxt][:1].isupper()) or fold(words[nxt]) in lexicon.NAME_TAILS
+            ):
                 taken.extend(words[i:nxt])
                 i = nxt
+                continue
+            break
+        elif folded == "y" and capitalised and len(taken) >= 2:
+            # "José Ortega y Gasset": a surname joined by "y", never a second person's name
+            nxt = words[i + 1] if i + 1 < len(words) else ""
+            other = fold(nxt)
+            if (
+                nxt[:1].isupper()
+                and _WORD.fullmatch(nxt)
+                and other not in lexicon.FIRST_NAMES
+                and other not in lexicon.STOP_WORDS
+                and other not in lexicon.NOT_NAMES
+            ):
+                taken.extend(words[i : i + 2])
+                i += 2
                 continue
             break
         elif folded in lexicon.STOP_WORDS or (capitalised and not word[0].isupper()):
@@ -218,20 +304,117 @@ def _sign_off(text: str, folded: str) -> tuple[int, str] | None:
     return (m.start(), name) if name else None
 
 
+def _plain_reply_name(words: list[str]) -> bool:
+    """Whether a lower-case reply of two to four words may be a name ("brayan stiven")."""
+    if not 2 <= len(words) <= _MAX_NAME_WORDS:
+        return False
+    for word in words:
+        folded = fold(word)
+        if (
+            len(folded) < 2
+            or not _WORD.fullmatch(word)
+            or folded in lexicon.NOT_NAMES
+            or folded in lexicon.STOP_WORDS
+            or folded in lexicon.NOT_REPLY_NAMES
+            or _OCCUPATION.fullmatch(folded)
+            or folded.endswith(("me", "nos", "melo", "mela"))  # "cuentame", "dinos"
+        ):
+            return False
+    return True
+
+
 def _name_reply(text: str) -> str | None:
-    """A bare reply to "¿Cómo te llamas?": its first non-filler clause, if wholly a name."""
+    """A bare reply to "¿Cómo te llamas?": its first non-filler clause, if wholly a name.
+
+    A nickname that follows is cut off ("catalina pero me dicen cata" -> "catalina"), and a
+    lower-case reply of a few plain words is taken ("brayan stiven").
+    """
     for clause in _CLAUSE.split(text):
+        if nick := _NICK_CUE.search(fold(clause)):
+            clause = clause[: nick.start()]
+            clause = clause[: _REPLY_TAIL.search(fold(clause)).start()]
         words = clause.split()
         while words and fold(words[0]) in _FILLERS:
             words.pop(0)
         if not words:
             continue
-        return _take_name(words, WEAK, whole=True)
+        if name := _take_name(words, WEAK, whole=True):
+            return name
+        if _plain_reply_name(words):
+            return _take_name(words, WEAK, lower_ok=True, whole=True)
+        return None
     return None
 
 
-def _names(text: str, folded: str, asked: bool) -> list[tuple[int, int, str]]:
-    """Candidate names in one visitor message as (strength, position, name)."""
+def _similar(a: str, b: str) -> bool:
+    """Two spellings of one word of a name: same first letter, at most two edits apart."""
+    if a == b:
+        return True
+    if len(a) < 3 or len(b) < 3 or a[0] != b[0] or abs(len(a) - len(b)) > 2:
+        return False
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1] <= 2
+
+
+def _respelled(base: str, new: list[str]) -> str | None:
+    """``base`` with its words replaced by the re-spelled ``new`` ones, if each matches one."""
+    words = base.split()
+    folded = [fold(w) for w in words]
+    used: set[int] = set()
+    for word in new:
+        target = fold(word)
+        hits = [i for i, f in enumerate(folded) if i not in used and _similar(f, target)]
+        if not hits:
+            return None
+        used.add(hits[-1])
+        words[hits[-1]] = word
+    return " ".join(words)
+
+
+def _corrections(
+    text: str, folded: str, base: str | None, asked: bool
+) -> list[tuple[int, int, str]]:
+    """Self-corrections of the name ``base`` already given (in this message or before).
+
+    "Brenda, bueno Brenda Saldaña" / "digo, Juan Carlos": the corrected name wins.  "perdón, es
+    ruiz con z": a re-spelled word replaces its look-alike in ``base``.  A bare "bueno" / "o sea"
+    counts only when the new name restates or re-spells the old one.
+    """
+    if not base:
+        return []
+    found = []
+    first = fold(base.split()[0])
+    for cue in _CORRECTION.finditer(folded):
+        span = _NAME_SPAN.match(text, cue.end())
+        words = span.group(1).split() if span else []
+        if not words:
+            continue
+        lower_ok = asked or _similar(fold(words[0]), first)
+        name = _take_name(words, WEAK, lower_ok)
+        if not name:
+            continue
+        if respelled := _respelled(base, name.split()):
+            found.append((CORRECTED, cue.start(), respelled))
+        elif fold(name.split()[0]) == first or (
+            not cue.group(1) and name[:1].isupper() and _take_name(words, WEAK, whole=True)
+        ):  # an explicit cue and a new name filling the clause: "perdón, es Mariela Soto"
+            found.append((CORRECTED, cue.start(), name))
+    if " con " in folded:
+        for m in _SPELLED.finditer(folded):
+            if respelled := _respelled(base, [text[m.start(1) : m.end(1)]]):
+                found.append((CORRECTED, m.start(), respelled))
+    return found
+
+
+def _names(text: str, folded: str, asked: bool, prior: str | None) -> list[tuple[int, int, str]]:
+    """Candidate names in one visitor message as (strength, position, name).
+
+    ``prior``: the best name from earlier messages, which this one may correct.
+    """
     found = []
     for cue in _STRONG_CUE.finditer(folded):
         if name := _name_after(text, folded, cue.end(), STRONG, False):
@@ -241,14 +424,22 @@ def _names(text: str, folded: str, asked: bool) -> list[tuple[int, int, str]]:
             continue
         if name := _name_after(text, folded, cue.end(), WEAK, asked):
             found.append((WEAK, cue.start(), name))
+    for cue in _NICK_CUE.finditer(folded):
+        if _NEGATED.search(folded, 0, cue.start()):
+            continue
+        if name := _name_after(text, folded, cue.end(), NICK, asked):
+            found.append((NICK, cue.start(), name))
     if ("aqu" in folded or "aca" in folded or "here" in folded) and (
         here := _name_here(text, folded, asked)
     ):
         found.append((WEAK, *here))
     if signed := _sign_off(text, folded):
         found.append((WEAK, *signed))
-    if asked and not found and (name := _name_reply(text)):
+    if asked and all(s < WEAK for s, _, _ in found) and (name := _name_reply(text)):
         found.append((WEAK, 0, name))
+    if found or prior:
+        base = max(found)[2] if found else prior
+        found += _corrections(text, folded, base, asked)
     return found
 
 
@@ -273,19 +464,46 @@ def _emails(text: str, folded: str) -> list[str]:
 
 
 def _mask_injected(text: str, folded: str) -> tuple[str, str]:
-    """Blank out quoted/injected structured data (positions kept): it is not the visitor's."""
-    if not ("{" in folded or "<" in folded or ":" in folded):
+    """Blank out quoted/injected structured data (positions kept): it is not the visitor's.
+
+    That is a JSON object, a "system:" line, <system> tags, and field assignments written as
+    instructions ("telefono = 555...", "set email to ..."; after "ignora tus instrucciones"
+    also "telefono: 555...").
+    """
+    spans = []
+    if "{" in folded or "<" in folded or ":" in folded:
+        spans += [m.span() for m in _INJECTED.finditer(folded)]
+    if "=" in folded or " to " in folded or " a " in folded or ":" in folded:
+        spans += [m.span() for m in _ASSIGNMENT.finditer(folded)]
+        loose = ":" in folded or " to " in folded or " como " in folded
+        if loose and _OVERRIDE.search(folded):
+            spans += [m.span() for m in _LOOSE_ASSIGNMENT.finditer(folded)]
+    if not spans:
         return text, folded
-    spans = [m.span() for m in _INJECTED.finditer(folded)]
     for a, b in reversed(spans):
         text = text[:a] + " " * (b - a) + text[b:]
         folded = folded[:a] + " " * (b - a) + folded[b:]
     return text, folded
 
 
-def _phones(text: str, folded: str) -> list[str]:
-    found = []
+class _Phone:
+    """A number the visitor gave: its kind ("cel", "casa", ...) and whether they shunned it."""
+
+    __slots__ = ("raw", "kind", "shunned")
+
+    def __init__(self, raw: str, kind: str | None) -> None:
+        self.raw, self.kind, self.shunned = raw, kind, False
+
+
+def _phones(text: str, folded: str, found: list[_Phone]) -> str | None:
+    """Add this message's numbers to ``found``; return a kind of number the visitor prefers.
+
+    Someone else's number ("apunta el de mi vecina ...") is skipped; "ese casi nunca lo
+    contesto" after a number marks it shunned.
+    """
     context = bool(_PHONE_CONTEXT.search(folded))
+    start = 0  # where the words about the next number begin
+    before = len(found)
     for m in _PHONE.finditer(text):
         raw = m.group(0).strip()
         digits = sum(c.isdigit() for c in raw)
@@ -293,8 +511,70 @@ def _phones(text: str, folded: str) -> list[str]:
             continue
         if _THOUSANDS.fullmatch(raw) and not context:
             continue
-        found.append(raw)
-    return found
+        lead = folded[start : m.start()]
+        lead = lead[max(lead.rfind("."), lead.rfind("!"), lead.rfind("?"), lead.rfind("\n")) + 1 :]
+        start = m.end()
+        _shun(lead, found, before)
+        third = [t.end() for t in _THIRD_PARTY.finditer(lead)]
+        if third and not any(o.start() >= third[-1] for o in _OWN_PHONE.finditer(lead)):
+            continue
+        kinds = [k.group(1) for k in _PHONE_KIND.finditer(lead[-30:])]
+        found.append(_Phone(raw, kinds[-1] if kinds else None))
+    _shun(folded[start:], found, before)
+    prefs = (
+        [m.group(1) for m in _PHONE_PREFERENCE.finditer(folded)]
+        if "mejor" in folded or ("prefiero" in folded or "que mas" in folded)
+        else []
+    )
+    return prefs[-1] if prefs else None
+
+
+_ORDINAL = re.compile(r"\b(?:el|ese|este)\s+(primero|segundo|otro|ultimo)\b")
+
+
+def _shun(words: str, found: list[_Phone], before: int) -> None:
+    """Mark the number ``words`` say is rarely answered: the one they name, else the last."""
+    if len(found) == before or not (" no" in words or "nunca" in words):
+        return
+    for m in _PHONE_SHUNNED.finditer(words):
+        ordinals = _ORDINAL.findall(words, max(0, m.start() - 30), m.start())
+        mine = found[before:]
+        if ordinals and ordinals[-1] == "primero":
+            mine[0].shunned = True
+        elif ordinals and ordinals[-1] == "segundo" and len(mine) > 1:
+            mine[1].shunned = True
+        else:
+            mine[-1].shunned = True
+
+
+def _phone_choice(phones: list[_Phone], preference: str | None) -> str | None:
+    """The visitor's number: the preferred kind if they named one, else the last not shunned.
+
+    Visitors correct themselves, so without a preference the last number wins.
+    """
+    valid = [(p, v) for p in phones if (v := normalise_phone(p.raw))]
+    if not valid:
+        return None
+    if preference:
+        if preference == "primero":
+            return valid[0][1]
+        if preference == "segundo" and len(valid) > 1:
+            return valid[1][1]
+        kinds = lexicon.MOBILE_KINDS if preference in lexicon.MOBILE_KINDS else None
+        kinds = kinds or (lexicon.LANDLINE_KINDS if preference in lexicon.LANDLINE_KINDS else None)
+        if kinds:
+            same = [v for p, v in valid if p.kind in kinds]
+            if same:
+                return same[-1]
+            # "mejor el cel" when only the other number was labelled ("el de la casa")
+            other = (
+                lexicon.LANDLINE_KINDS if kinds is lexicon.MOBILE_KINDS else lexicon.MOBILE_KINDS
+            )
+            rest = [v for p, v in valid if p.kind not in other]
+            if rest and len(rest) < len(valid):
+                return rest[-1]
+    kept = [v for p, v in valid if not p.shunned]
+    return kept[-1] if kept else valid[-1][1]
 
 
 def _intent(folded: str) -> bool:
@@ -332,7 +612,8 @@ class RulesExtractor:
     def extract(self, messages: Messages) -> ExtractionResult:
         names: list[tuple[int, int, int, str]] = []
         emails: list[str] = []
-        phones: list[str] = []
+        phones: list[_Phone] = []
+        preference: str | None = None
         texts: list[str] = []
         folds: list[str] = []
         asked = False
@@ -345,9 +626,10 @@ class RulesExtractor:
                 asked = bool(_NAME_QUESTION.search(folded))
                 continue
             text, folded = _mask_injected(text, folded)
-            names += [(s, index, pos, n) for s, pos, n in _names(text, folded, asked)]
+            prior = max(names)[3] if names else None
+            names += [(s, index, pos, n) for s, pos, n in _names(text, folded, asked, prior)]
             emails += _emails(text, folded)
-            phones += _phones(text, folded)
+            preference = _phones(text, folded, phones) or preference
             texts.append(text)
             folds.append(folded)
             asked = False
@@ -356,7 +638,7 @@ class RulesExtractor:
         raw = {
             "nombre": max(names)[3] if names else None,
             "email": _last(normalise_email(e) for e in emails),
-            "telefono": _last(normalise_phone(p) for p in phones),
+            "telefono": _phone_choice(phones, preference),
             "ocupacion": _occupation("\n".join(texts), visitor),
             "objeciones": [o for o, rx in _OBJECTIONS.items() if rx.search(visitor)],
             "arquetipo": _archetype(visitor),
