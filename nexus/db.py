@@ -169,7 +169,6 @@ def enqueue(
 ) -> Enqueued:
     """Store a conversation (or recognise a resend); its broker message commits with it."""
     with translate_errors(), engine.begin() as conn:
-        conn.execute(q("set_lock_timeout"))
         row = conn.execute(
             q("enqueue"),
             {

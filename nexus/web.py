@@ -159,8 +159,6 @@ def _invalid_request(exc: InvalidRequest):
 
 def _database_unavailable(exc: DatabaseUnavailable):
     log.warning("database unavailable: %s", exc)
-    if request.method == "GET" and request.path == "/api/nexus/producer":
-        return jsonify(status="unhealthy", error="database unavailable"), 503
     headers = {"Retry-After": str(RETRY_AFTER_S)}
     return _error(503, "database unavailable, retry later", None, headers)
 

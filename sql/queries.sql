@@ -6,9 +6,6 @@ SELECT queue_id, queue_version, duplicate
   FROM public.nexus_enqueue(CAST(:messages AS jsonb), :session_id, :fingerprint,
                             CAST(:metadata AS jsonb));
 
--- name: set_lock_timeout
-SET LOCAL lock_timeout = '2s';
-
 -- name: ping
 SELECT 1;
 

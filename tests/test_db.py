@@ -36,3 +36,13 @@ def test_unreachable_database_is_database_unavailable(tmp_path):
 def test_queries_are_parsed_by_name():
     parsed = db.parse_queries("-- name: a\nSELECT 1;\n\n-- name: b\n-- doc\nSELECT 2;\n")
     assert parsed == {"a": "SELECT 1;", "b": "-- doc\nSELECT 2;"}
+
+
+def test_enqueue_gives_up_on_a_locked_row(engine):
+    """An operator holding the row's lock makes a POST fail (503), not hang."""
+    messages = [{"role": "user", "content": "hola"}]
+    db.enqueue(engine, messages, "locked", "fp", {})
+    with engine.begin() as holder:
+        holder.execute(sa.text("SELECT 1 FROM nexus_queue WHERE session_id = 'locked' FOR UPDATE"))
+        with pytest.raises(DatabaseUnavailable, match="lock timeout"):
+            db.enqueue(engine, messages + messages, "locked", "fp", {})

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from werkzeug import Response
 from nexus import config, db
 from nexus.web import create_app
 from tests.claude_stub import GOOD_INPUT, answer_response, error
+from tests.waiting import DEADLINE, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = [
@@ -34,8 +34,6 @@ LONGER = SAMPLE + [
     {"role": "assistant", "content": "¡Claro! ¿Me dejas tu teléfono?"},
     {"role": "user", "content": "Sí, es el +57 300 123 4567"},
 ]
-#: Seconds any wait in this module may take before the test fails (a hang, not a speed target).
-DEADLINE = 60.0
 
 
 def good(**fields) -> Response:
@@ -89,18 +87,6 @@ def claude():
     stub.server.clear()
     if stub.server.is_running():
         stub.server.stop()
-
-
-def wait_for(predicate, what: str, timeout: float = DEADLINE):
-    """Poll ``predicate`` until it returns something truthy, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Workers:

@@ -73,7 +73,9 @@ CREATE FUNCTION public.nexus_enqueue(
     p_messages jsonb, p_session_id text, p_fingerprint text DEFAULT NULL,
     p_metadata jsonb DEFAULT '{}'::jsonb,
     OUT queue_id uuid, OUT queue_version integer, OUT duplicate boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+-- A producer never waits long on a row lock: it answers 503 and the widget retries.
+SET lock_timeout = '2s' AS $$
 DECLARE
     cur public.nexus_queue%ROWTYPE;
     new_len integer;

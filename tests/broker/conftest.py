@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,10 +16,9 @@ import pytest
 
 from nexus import db
 from nexus.broker import PostgresBroker
+from tests.waiting import DEADLINE, wait_for
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-#: Seconds any wait of these tests may take before it fails.
-DEADLINE = 60.0
 
 RUNS_TABLE = """
 CREATE TABLE IF NOT EXISTS broker_test_runs (
@@ -43,20 +41,6 @@ def sql(url: str, statement: str, params=None) -> list[tuple]:
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = DEADLINE, what: str = "") -> object:
-    """Poll ``predicate`` until it is truthy (returned) or ``timeout`` seconds pass (fail)."""
-    pause = threading.Event()
-    waited = 0.0
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if waited >= timeout:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what or predicate}")
-        pause.wait(0.02)
-        waited += 0.02
 
 
 @pytest.fixture
@@ -126,7 +110,7 @@ class WorkerProcess:
             rows = sql(self.url, "SELECT pid FROM broker_workers")
             return next((pid for (pid,) in rows if pid in pids), None)
 
-        return wait_for(registered, timeout, f"worker {self.proc.pid} to register")
+        return wait_for(registered, f"worker {self.proc.pid} to register", timeout)
 
     def kill_worker(self) -> None:
         """SIGKILL the worker process (its CLI parent then shuts down)."""

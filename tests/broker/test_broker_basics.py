@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from freezegun import freeze_time
 
 from nexus.broker import PostgresBroker
+from tests.waiting import wait_for
 
-from .conftest import sql, wait_for
+from .conftest import sql
 
 
 def test_send_consume_ack(broker: PostgresBroker, worker: dramatiq.Worker) -> None:

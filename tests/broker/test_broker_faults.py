@@ -14,8 +14,9 @@ from nexus.broker import PostgresBroker
 from nexus.broker.sql import q
 from nexus.embedded import EmbeddedServer
 from nexus.errors import DatabaseUnavailable
+from tests.waiting import wait_for
 
-from .conftest import RUNS_TABLE, sql, wait_for
+from .conftest import RUNS_TABLE, sql
 
 
 def message(key: str) -> Message:

@@ -7,8 +7,9 @@ import pytest
 from dramatiq.message import Message
 
 from nexus.broker import HEARTBEAT_MS, LEASE_MS, PostgresBroker
+from tests.waiting import wait_for
 
-from .conftest import sql, wait_for
+from .conftest import sql
 
 
 def message(actor: str, *args) -> Message:
