@@ -15,6 +15,7 @@ GOOD_INPUT = {
     "ocupacion": None,
     "nivel_interes": 7,
     "objeciones": [],
+    "rechazo": False,
     "arquetipo": "profesional_vision",
 }
 

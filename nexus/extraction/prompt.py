@@ -42,6 +42,10 @@ TOOL = {
                 "uniqueItems": True,
                 "description": "Objeciones que el visitante expresó; [] si ninguna.",
             },
+            "rechazo": {
+                "type": "boolean",
+                "description": "true solo si el visitante rechazó la propuesta explícitamente.",
+            },
             "arquetipo": {
                 "type": ["string", "null"],
                 "enum": [*ARQUETIPOS, None],
@@ -55,6 +59,7 @@ TOOL = {
             "ocupacion",
             "nivel_interes",
             "objeciones",
+            "rechazo",
             "arquetipo",
         ],
         "additionalProperties": False,
@@ -84,6 +89,9 @@ conversación lo justifica claramente:
 - -3 si rechaza: "no me interesa", "no estoy interesado", "déjenme en paz".
 El resultado se limita a 0..10. De él se deriva el momento: 7 o más caliente, 4 o más tibio, \
 menos de 4 frío.
+
+rechazo: true solo si el visitante rechazó la propuesta explícitamente, como en esos \
+ejemplos; un saludo o una conversación sin señales de interés no es un rechazo.
 
 objeciones (solo estas, sin repetir; [] si no hay):
 - precio: le parece caro, no tiene dinero o presupuesto, pregunta con preocupación cuánto cuesta;

@@ -53,6 +53,10 @@ class Prospect:
     objeciones: tuple[str, ...] = ()
     arquetipo: str | None = None
     momento_optimo: str = "frio"
+    #: The visitor explicitly turned the offer down ("no me interesa").  Not a column of
+    #: ``prospect_data``: the pipeline's merge uses it to tell a rejection (which lowers the
+    #: prospect's interest) from a conversation that says nothing about interest (which does not).
+    rechazo: bool = False
 
     def to_dict(self) -> dict:
         """A JSON-able dict, passed as-is to ``update_prospect_data(fingerprint, jsonb)``."""
@@ -181,4 +185,5 @@ def normalise(raw: Mapping) -> Prospect:
         objeciones=normalise_objections(raw.get("objeciones")),
         arquetipo=normalise_archetype(raw.get("arquetipo")),
         momento_optimo=momento_for(interest),
+        rechazo=raw.get("rechazo") is True,
     )

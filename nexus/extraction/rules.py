@@ -643,12 +643,14 @@ class RulesExtractor:
             "objeciones": [o for o, rx in _OBJECTIONS.items() if rx.search(visitor)],
             "arquetipo": _archetype(visitor),
         }
+        rejected = bool(_REJECTION.search(visitor))
+        raw["rechazo"] = rejected
         prospect = normalise(raw)
         interest = (
             2 * bool(prospect.nombre)
             + 3 * bool(prospect.telefono)
             + 1.5 * bool(prospect.email)
             + 2 * _intent(visitor)
-            - 3 * bool(_REJECTION.search(visitor))
+            - 3 * rejected
         )
         return ExtractionResult(normalise({**prospect.to_dict(), "nivel_interes": interest}))

@@ -215,6 +215,7 @@ def test_out_of_schema_answer_is_normalised_into_the_schema(anthropic_stub):
         "objeciones": ["precio", "mlm"],
         "arquetipo": None,
         "momento_optimo": "caliente",
+        "rechazo": False,
     }
 
 

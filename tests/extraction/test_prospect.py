@@ -18,6 +18,7 @@ FIELDS = [
     "objeciones",
     "arquetipo",
     "momento_optimo",
+    "rechazo",
 ]
 
 json_values = st.recursive(
@@ -38,6 +39,7 @@ raw_answers = st.fixed_dictionaries(
         "objeciones": json_values | st.lists(st.sampled_from([*OBJECIONES, "otra", "PRECIO"])),
         "arquetipo": json_values | st.sampled_from([*ARQUETIPOS, "hacker"]),
         "momento_optimo": json_values,
+        "rechazo": json_values,
     },
 )
 
@@ -57,6 +59,7 @@ def test_normalise_always_yields_the_schema(raw):
     assert prospect.momento_optimo == momento_for(prospect.nivel_interes)
     assert list(prospect.objeciones) == [o for o in OBJECIONES if o in prospect.objeciones]
     assert prospect.arquetipo is None or prospect.arquetipo in ARQUETIPOS
+    assert prospect.rechazo is (raw.get("rechazo") is True)
     for text in (prospect.nombre, prospect.ocupacion):
         assert text is None or (0 < len(text) <= MAX_TEXT and text == text.strip())
     if prospect.email is not None:

@@ -546,3 +546,12 @@ def test_price_vocabulary(text):
 
 def test_a_short_salary_is_a_motive_not_a_price_objection():
     assert extract("el salario ya no me alcanza, busco un ingreso extra").objeciones == ()
+
+
+def test_rechazo_marks_an_explicit_rejection_only():
+    # Given a rejection and a bare greeting, When extracted, Then only the rejection says so
+    rejected = RulesExtractor().extract([{"role": "user", "content": "No me interesa, gracias"}])
+    greeting = RulesExtractor().extract([{"role": "user", "content": "hola"}])
+    assert rejected.prospect.rechazo is True
+    assert greeting.prospect.rechazo is False
+    assert greeting.prospect.nivel_interes == 0
