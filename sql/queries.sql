@@ -81,3 +81,69 @@ SELECT count(public.broker_enqueue('nexus', 'process_nexus_message',
         WHERE m.actor_name = 'process_nexus_message'
           AND m.args ->> 0 = q.id::text
           AND m.args -> 1 = to_jsonb(q.version));
+
+-- -- operations (nexus/ops.py; the functions are in migrations/0008_operations.sql) ----------
+
+-- name: ops_status_counts
+SELECT status, last_24h, total, avg_processing_s_24h FROM public.nexus_status_counts();
+
+-- name: ops_oldest_ages
+SELECT oldest_pending_s, oldest_processing_s FROM public.nexus_oldest_ages();
+
+-- name: ops_extractors_24h
+SELECT extractor, model, rows FROM public.nexus_extractors_24h();
+
+-- name: ops_queue_stats
+SELECT queue_name, ready, delayed, claimed, dead_letters, oldest_ready_s
+  FROM public.broker_queue_stats();
+
+-- name: ops_live_workers
+SELECT worker_id, hostname, pid, started_at, heartbeat_at, lease_until, claims
+  FROM public.broker_live_workers();
+
+-- name: ops_clock_last_runs
+SELECT job, slot, fired_at FROM public.nexus_clock_last_runs();
+
+-- name: ops_failed_rows
+SELECT id, session_id, fingerprint, version, error_message, retry_count, failed_at
+  FROM public.nexus_failed_rows(CAST(:since AS interval), :limit);
+
+-- name: ops_retry_rows
+SELECT public.nexus_retry_rows(CAST(:ids AS uuid[]), :strict) AS retried;
+
+-- name: ops_retry_failed
+SELECT public.nexus_retry_failed(CAST(:since AS interval)) AS retried;
+
+-- name: ops_dead_letters
+SELECT message_id, queue_name, actor_name, args, retries, attempts, error, enqueued_at, failed_at
+  FROM public.broker_dead_letter_list(:limit);
+
+-- name: ops_dead_letter
+SELECT message_id, queue_name, actor_name, args, kwargs, options, retries, attempts, error,
+       traceback, enqueued_at, failed_at
+  FROM public.broker_dead_letter_get(CAST(:message_id AS uuid));
+
+-- name: ops_requeue_dead_letters
+SELECT public.broker_requeue_dead_letters(CAST(:ids AS uuid[]), :strict) AS requeued;
+
+-- name: ops_requeue_all_dead_letters
+SELECT public.broker_requeue_all_dead_letters() AS requeued;
+
+-- name: ops_purge_dead_letters
+SELECT public.broker_purge_dead_letters(CAST(:older_than AS interval)) AS purged;
+
+-- name: ops_forget_visitor
+SELECT prospects, queue_rows, merges, broker_messages, dead_letters
+  FROM public.nexus_forget_visitor(:fingerprint);
+
+-- name: ops_prospects
+SELECT fingerprint_id, nombre, email, telefono, ocupacion, nivel_interes, objeciones,
+       arquetipo, momento_optimo, etapa, created_at, updated_at
+  FROM public.nexus_prospects(:momento, CAST(:since AS interval), :limit);
+
+-- name: ops_usage_summary
+SELECT model, calls, input_tokens, output_tokens, cache_write_tokens, cache_read_tokens
+  FROM public.nexus_usage_summary(CAST(:since AS interval));
+
+-- name: ops_expire_prospects
+SELECT public.nexus_expire_prospects(CAST(:max_age AS interval), :limit) AS deleted;
