@@ -23,6 +23,7 @@ VARIABLES = (
     "NEXUS_MIN_BACKOFF_MS",
     "NEXUS_MAX_BACKOFF_MS",
     "NEXUS_ALLOWED_ORIGINS",
+    "NEXUS_PROSPECT_RETENTION_DAYS",
 )
 
 #: A current Haiku-class model id listed by the pinned anthropic SDK (not deprecated).
@@ -32,6 +33,8 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_MIN_BACKOFF_MS = 2_000  #: milliseconds
 DEFAULT_MAX_BACKOFF_MS = 300_000  #: milliseconds
 EXTRACTORS = ("auto", "claude", "rules")
+#: Longest prospect retention accepted (days): 100 years.
+MAX_RETENTION_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Settings:
     min_backoff_ms: int = DEFAULT_MIN_BACKOFF_MS
     max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    #: Days a prospect not updated is kept; None keeps prospects for ever.
+    prospect_retention_days: int | None = None
 
     @property
     def effective_extractor(self) -> str:
@@ -114,4 +119,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         min_backoff_ms=min_backoff,
         max_backoff_ms=max_backoff,
         allowed_origins=tuple(origins),
+        prospect_retention_days=(
+            _int(env, "NEXUS_PROSPECT_RETENTION_DAYS", 0, 1, MAX_RETENTION_DAYS) or None
+        ),
     )
