@@ -134,12 +134,26 @@ def _child_env(url: str) -> dict[str, str]:
 def cmd_run() -> int:
     """Hold the database, apply migrations, then run web + worker + clock under honcho."""
     settings = _settings()
+    procfile = CHECKOUT / "Procfile"
+    if not procfile.is_file():
+        raise NexusError(
+            f"nexus run needs a checkout (no Procfile at {procfile}); in an installed "
+            "package, run the Procfile's commands under your process manager"
+        )
     with database(settings, "run") as url:
         env = _child_env(url)
         for m in migrations.upgrade(url):
             print(f"applied {m.version}_{m.name}", flush=True)
-        procfile = str(CHECKOUT / "Procfile")
-        cmd = ["honcho", "-f", procfile, "-d", str(CHECKOUT), "start", "-p", str(settings.port)]
+        cmd = [
+            "honcho",
+            "-f",
+            str(procfile),
+            "-d",
+            str(CHECKOUT),
+            "start",
+            "-p",
+            str(settings.port),
+        ]
         cmd += ["web", "worker", "clock"]
         # honcho runs in a session of its own: Ctrl-C reaches only us, and we ask honcho to
         # stop its processes once (gracefully), then stop postgres when it is done.
