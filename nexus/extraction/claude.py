@@ -52,7 +52,9 @@ same text).  Haiku 5.5 caches prompts from 512 tokens, so the prefix *is* cached
 call in five minutes writes it (1.25x the input price), the others read it (0.1x).  A typical
 widget conversation adds 100-200 tokens (the evaluation set's median is ~300 characters;
 :data:`CONVERSATION_BUDGET` caps it); the answer is ~100-150 output tokens without thinking.
-Every call's exact counts are recorded in ``llm_calls``.
+At Haiku 5.5's prices that is ~$0.00009 per call with the prefix read from the cache,
+$0.00032 when it is written, so ~$0.0002 per conversation at two paid calls.  Every call's
+exact counts are recorded in ``llm_calls``; ``nexus cost`` prices them.
 """
 
 from __future__ import annotations
@@ -145,6 +147,17 @@ class ClaudeRefused(PermanentExtractionError):
 
 class ClaudeTruncated(PermanentExtractionError):
     """The answer was cut off at ``max_tokens``."""
+
+
+#: Stop reasons that another identical call would repeat: permanent after one call.
+_FINAL_STOPS = {
+    "refusal": (ClaudeRefused, "Claude refused to answer"),
+    "max_tokens": (ClaudeTruncated, "Claude's answer was cut off at max_tokens"),
+    "model_context_window_exceeded": (
+        ClaudeTruncated,
+        "Claude's answer was cut off at the context window",
+    ),
+}
 
 
 class _InvalidAnswer(Exception):
@@ -331,14 +344,9 @@ class ClaudeExtractor:
                 raise error from exc
             model = response.model or self.model
             stop = response.stop_reason
-            if stop in ("refusal", "max_tokens"):
+            if stop in _FINAL_STOPS:
                 calls.append(_call(model, stop, response.usage))
-                kind = ClaudeRefused if stop == "refusal" else ClaudeTruncated
-                what = (
-                    "Claude refused to answer"
-                    if stop == "refusal"
-                    else (f"Claude's answer was cut off at max_tokens={request['max_tokens']}")
-                )
+                kind, what = _FINAL_STOPS[stop]
                 error = kind(what, reason=stop.replace("_", " "), calls=calls)
                 error.usage = total_usage(self.model, calls)
                 raise error

@@ -144,13 +144,13 @@ def test_refusal_fails_at_once_after_one_call(claude_api):
     assert (call["input_tokens"], call["output_tokens"]) == (1200, 7)
 
 
-def test_answer_cut_off_at_max_tokens_is_permanent_after_one_call(claude_api):
-    claude_api.script(
-        lambda n, body: answer_response(text='{"nombre": "Ju', stop_reason="max_tokens")
-    )
-    with pytest.raises(ClaudeTruncated, match="max_tokens") as caught:
+@pytest.mark.parametrize("stop", ["max_tokens", "model_context_window_exceeded"])
+def test_answer_cut_off_is_permanent_after_one_call(claude_api, stop):
+    claude_api.script(lambda n, body: answer_response(text='{"nombre": "Ju', stop_reason=stop))
+    with pytest.raises(ClaudeTruncated, match="cut off") as caught:
         extractor().extract(SEED)
-    assert claude_api.count == 1 and caught.value.calls[0]["outcome"] == "max_tokens"
+    assert claude_api.count == 1 and caught.value.calls[0]["outcome"] == stop
+    assert caught.value.reason == stop.replace("_", " ")
 
 
 def test_unusable_answer_is_asked_again_once(claude_api):

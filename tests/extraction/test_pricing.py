@@ -28,7 +28,7 @@ def test_the_default_model_is_priced():
         0.125,
         0.01,
     )
-    assert PRICES_READ_ON <= dt.date.today()
+    assert PRICES_READ_ON.isoformat() == "2026-12-01"
 
 
 def test_estimate_usd():
