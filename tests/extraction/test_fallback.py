@@ -17,6 +17,10 @@ SEED = [
 ]
 
 
+#: The start of today (UTC), as SQL.
+MIDNIGHT_UTC = "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+
+
 def claude(engine=None, **env):
     settings = config.load({"ANTHROPIC_API_KEY": "test-key", **env})
     return get_extractor(settings, engine)
@@ -90,12 +94,11 @@ def test_spent_budget_falls_back_without_calling_the_api(claude_api, engine):
 
 def test_budget_counts_today_utc_only_and_every_kind_of_token(claude_api, engine):
     # Given yesterday's spending was huge and today's is under the budget
-    spend(engine, 10_000_000, at="date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-          " - interval '1 second'")  # fmt: skip
+    spend(engine, 10_000_000, at=f"{MIDNIGHT_UTC} - interval '1 second'")
     spend(engine, 3_000)
     extractor = claude(engine, NEXUS_DAILY_TOKEN_BUDGET="4000")
     assert db.tokens_today(engine) == 3_000
-    # When Claude answers, Then that call is recorded by the pipeline; here we record it
+    # When Claude answers (the pipeline records its call; here the test does)
     result = extractor.extract(SEED)
     assert result.extractor is None and claude_api.count == 1
     db.record_llm_calls(engine, None, None, result.calls)
