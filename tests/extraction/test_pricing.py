@@ -1,6 +1,7 @@
 """Prices, ``cost_report`` (what ``nexus cost`` prints) and the ``llm_calls`` table."""
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -94,3 +95,15 @@ def test_llm_calls_is_closed_to_public_with_rls(engine):
         ).scalars()
         assert rls is True
         assert set(grantees) - {"postgres", conn.engine.url.username} == {"nexus_worker"}
+
+
+def test_the_readmes_cost_figures_come_from_the_price_table():
+    # The README's worked example: a ~2,000-token cached prefix, ~200 tokens of conversation,
+    # ~100 output tokens, on the default model.
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    call = {"input_tokens": 200, "output_tokens": 100}
+    read = estimate_usd(config.DEFAULT_MODEL, {**call, "cache_read_input_tokens": 2000})
+    written = estimate_usd(config.DEFAULT_MODEL, {**call, "cache_creation_input_tokens": 2000})
+    assert f"**${read:.5f} per call**" in readme
+    assert f"${written:.5f} when" in readme
+    assert f"about **${2 * read:.4f} per conversation**" in readme
