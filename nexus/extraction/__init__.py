@@ -7,8 +7,7 @@ settings (``NEXUS_EXTRACTOR``; ``auto`` = claude when ``ANTHROPIC_API_KEY`` is s
 
 from __future__ import annotations
 
-import functools
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from ..config import Settings
 from .base import ExtractionResult, Extractor
@@ -61,7 +60,7 @@ def _extractor(
     if budget is not None:
         from .. import db
 
-        tokens_today = functools.partial(db.tokens_today, engine)
+        tokens_today = partial(db.tokens_today, engine)
     return FallbackExtractor(
         ClaudeExtractor(api_key, model),
         RulesExtractor() if fallback == "rules" else None,
