@@ -513,7 +513,7 @@ def cmd_prospects(momento, since, limit: int, as_csv: bool, as_json: bool) -> No
 
 
 @cli.command("cost")
-@click.option("--since", type=DURATION, help="Rows processed within (default: all).")
+@click.option("--since", type=DURATION, help="Calls made within (default: all).")
 @json_option
 def cmd_cost(since, as_json: bool) -> None:
     """LLM calls, tokens by kind, cache-hit ratio, estimated USD by model."""
@@ -528,6 +528,7 @@ def cmd_cost(since, as_json: bool) -> None:
         return [
             name,
             m["calls"],
+            m["failed_calls"],
             t["input"],
             t["output"],
             t["cache_write"],
@@ -544,6 +545,7 @@ def cmd_cost(since, as_json: bool) -> None:
             [
                 "model",
                 "calls",
+                "failed",
                 "input",
                 "output",
                 "cache write",
@@ -555,6 +557,7 @@ def cmd_cost(since, as_json: bool) -> None:
             empty="(no LLM call recorded)",
         )
     )
+    click.echo(f"prices read on {report['prices_read_on']}: {report['prices_source']}")
 
 
 # -- entry point ------------------------------------------------------------------------------

@@ -7,10 +7,17 @@ variable; the CLI prints it and exits non-zero.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+
+
+class DeprecatedModelWarning(UserWarning):
+    """NEXUS_MODEL names a model the pinned SDK marks deprecated: it still works, until its
+    end of life."""
+
 
 #: Every variable the project reads.  Tests clear these so a developer's shell cannot leak in.
 VARIABLES = (
@@ -24,6 +31,8 @@ VARIABLES = (
     "NEXUS_MAX_BACKOFF_MS",
     "NEXUS_ALLOWED_ORIGINS",
     "NEXUS_PROSPECT_RETENTION_DAYS",
+    "NEXUS_FALLBACK",
+    "NEXUS_DAILY_TOKEN_BUDGET",
 )
 
 #: A current Haiku-class model id listed by the pinned anthropic SDK (not deprecated).
@@ -35,6 +44,8 @@ DEFAULT_MAX_BACKOFF_MS = 300_000  #: milliseconds
 EXTRACTORS = ("auto", "claude", "rules")
 #: Longest prospect retention accepted (days): 100 years.
 MAX_RETENTION_DAYS = 36_500
+#: What extracts a row when Claude fails permanently: the rules extractor, or nothing (failed).
+FALLBACKS = ("rules", "none")
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,9 @@ class Settings:
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
     #: Days a prospect not updated is kept; None keeps prospects for ever.
     prospect_retention_days: int | None = None
+    fallback: str = "rules"
+    #: Input + output tokens per UTC day; None = unlimited.
+    daily_token_budget: int | None = None
 
     @property
     def effective_extractor(self) -> str:
@@ -72,6 +86,36 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+def known_models() -> tuple[frozenset[str], dict[str, str]]:
+    """The model ids the pinned anthropic SDK lists, and its deprecated ones (id -> end of life)."""
+    from typing import get_args
+
+    import anthropic.types
+    from anthropic.resources.messages import DEPRECATED_MODELS
+
+    literals = (a for a in get_args(anthropic.types.Model) if getattr(a, "__args__", None))
+    ids = frozenset(i for lit in literals for i in get_args(lit) if isinstance(i, str))
+    return ids, dict(DEPRECATED_MODELS)
+
+
+def _model(env: Mapping[str, str]) -> str:
+    model = env.get("NEXUS_MODEL", "").strip() or DEFAULT_MODEL
+    ids, deprecated = known_models()
+    if model not in ids:
+        raise ConfigError(
+            f"NEXUS_MODEL {model!r} is not a model the installed anthropic SDK lists "
+            f"(e.g. {DEFAULT_MODEL})"
+        )
+    if model in deprecated:
+        warnings.warn(
+            f"NEXUS_MODEL {model!r} is deprecated (end of life {deprecated[model]}); "
+            f"move to a current model such as {DEFAULT_MODEL}",
+            DeprecatedModelWarning,
+            stacklevel=3,
+        )
+    return model
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from ``env`` (default: ``os.environ``)."""
     env = os.environ if env is None else env
@@ -89,7 +133,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if extractor == "claude" and not key:
         raise ConfigError("ANTHROPIC_API_KEY must be set when NEXUS_EXTRACTOR=claude")
 
-    model = env.get("NEXUS_MODEL", "").strip() or DEFAULT_MODEL
+    model = _model(env)
+    fallback = env.get("NEXUS_FALLBACK", "").strip().lower() or "rules"
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"NEXUS_FALLBACK must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
+    budget = None
+    if env.get("NEXUS_DAILY_TOKEN_BUDGET", "").strip():
+        budget = _int(env, "NEXUS_DAILY_TOKEN_BUDGET", 0, 0, 10**15)
     min_backoff = _int(env, "NEXUS_MIN_BACKOFF_MS", DEFAULT_MIN_BACKOFF_MS, 0, 86_400_000)
     max_backoff = _int(env, "NEXUS_MAX_BACKOFF_MS", DEFAULT_MAX_BACKOFF_MS, 0, 86_400_000)
     if max_backoff < min_backoff:
@@ -122,4 +172,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         prospect_retention_days=(
             _int(env, "NEXUS_PROSPECT_RETENTION_DAYS", 0, 1, MAX_RETENTION_DAYS) or None
         ),
+        fallback=fallback,
+        daily_token_budget=budget,
     )

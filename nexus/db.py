@@ -11,6 +11,7 @@ import contextlib
 import importlib.resources
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -238,8 +239,12 @@ def complete_version(
     result: dict,
     usage: dict | None,
     extractor: str,
+    extractor_reason: str | None = None,
 ) -> dict | None:
     """Mark the version completed and merge its prospect, in one transaction.
+
+    ``extractor`` names what produced ``result``; ``extractor_reason`` says why when it is not
+    the configured one (``"fallback: refusal"``), else None.
 
     Returns the merge outcome (``{}`` when the row has no fingerprint), or None when the version
     was no longer ``processing`` -- superseded or completed by another delivery -- in which case
@@ -254,6 +259,7 @@ def complete_version(
                 "result": json.dumps(result),
                 "usage": None if usage is None else json.dumps(usage),
                 "extractor": extractor,
+                "extractor_reason": extractor_reason,
             },
         ).first()
         if row is None:
@@ -280,6 +286,49 @@ def record_failure(
             },
         ).first()
     return None if row is None else (row.retry_count, row.status)
+
+
+#: Token counters of one LLM call, as the Messages API names them.
+TOKEN_KINDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+def record_llm_calls(
+    engine: Engine, queue_id: str | None, version: int | None, calls: Sequence[Mapping]
+) -> None:
+    """Store the usage of each call (``{"model", "outcome", <TOKEN_KINDS>...}``) in one
+    transaction.  Called for failed calls too, so their cost is visible."""
+    if not calls:
+        return
+    rows = [
+        {
+            "queue_id": queue_id,
+            "version": version,
+            "model": call["model"],
+            "outcome": call["outcome"],
+            **{kind: int(call.get(kind) or 0) for kind in TOKEN_KINDS},
+        }
+        for call in calls
+    ]
+    with translate_errors(), engine.begin() as conn:
+        conn.execute(q("record_llm_call"), rows)
+
+
+def tokens_today(engine: Engine) -> int:
+    """Input (cached or not) plus output tokens of every LLM call since 00:00 UTC."""
+    with translate_errors(), engine.connect() as conn:
+        return int(conn.execute(q("tokens_today")).scalar_one())
+
+
+def llm_usage_by_model(engine: Engine, since) -> list[dict]:
+    """Calls, failed calls and tokens by kind per model since ``since`` (a datetime)."""
+    with translate_errors(), engine.connect() as conn:
+        rows = conn.execute(q("llm_usage_by_model"), {"since": since}).mappings().all()
+    return [dict(row) for row in rows]
 
 
 def cleanup_old_rows(engine: Engine, batch_size: int = 1000) -> int:

@@ -22,8 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from . import db
+from .common import now
 from .config import Settings
 from .errors import DatabaseUnavailable, NexusError
+from .extraction import pricing
 
 #: SQLSTATE the operation functions raise for an unknown id in strict mode (no_data_found).
 NOT_FOUND = "P0002"
@@ -32,15 +34,6 @@ MOMENTOS = ("caliente", "tibio", "frio")
 #: Rows deleted per transaction by the prospect retention.
 EXPIRE_BATCH = 1000
 
-#: Estimated list prices, USD per million tokens, by model family (matched as a substring of
-#: the model id): input, output, cache write (5-minute), cache read.  An estimate for
-#: ``nexus cost`` only; a model of no known family gets no USD figure.
-PRICES_PER_MTOK: dict[str, dict[str, float]] = {
-    "haiku": {"input": 1.00, "output": 5.00, "cache_write": 1.25, "cache_read": 0.10},
-    "sonnet": {"input": 3.00, "output": 15.00, "cache_write": 3.75, "cache_read": 0.30},
-    "opus": {"input": 5.00, "output": 25.00, "cache_write": 6.25, "cache_read": 0.50},
-}
-TOKEN_KINDS = ("input", "output", "cache_write", "cache_read")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -193,56 +186,40 @@ def prospects(
     return rows
 
 
-def usd_estimate(model: str, tokens: dict[str, int]) -> float | None:
-    """Estimated USD for ``tokens`` {kind: count} of ``model``; None for an unknown family."""
-    for family, prices in PRICES_PER_MTOK.items():
-        if family in (model or "").lower():
-            return round(sum(tokens[k] * prices[k] for k in TOKEN_KINDS) / 1_000_000, 6)
-    return None
-
-
 def cost(engine: Engine, since: dt.timedelta | None = None) -> dict:
-    """LLM usage and its estimated price: ``{"models": [{model, calls, tokens {input, output,
-    cache_write, cache_read}, cache_hit_ratio, usd}], "total": {...same...}}``.
+    """LLM calls within ``since`` (default: all recorded), failed calls included: counts,
+    tokens by kind, cache-hit ratio and estimated USD, in total and by model.
 
-    ``calls`` counts extractions (one extraction makes up to two API calls); the source is the
-    usage each queue row records for its stored result.  The cache-hit ratio is cache-read
-    tokens over all input tokens (input + cache write + cache read).  This is the one place the
-    cost is computed: rewire it here when usage moves to a table of its own.
+    One source: the per-call ``llm_calls`` table and the one price table
+    (:func:`nexus.extraction.pricing.cost_report`, which this reshapes for the CLI).
     """
-    with _transaction(engine) as conn:
-        rows = _rows(conn, "ops_usage_summary", since=since)
-    models = []
-    for r in rows:
-        tokens = {
-            "input": r["input_tokens"],
-            "output": r["output_tokens"],
-            "cache_write": r["cache_write_tokens"],
-            "cache_read": r["cache_read_tokens"],
+    start = now() - since if since is not None else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    report = pricing.cost_report(engine, start)
+
+    def shaped(row: dict) -> dict:
+        return {
+            "calls": row["calls"],
+            "failed_calls": row["failed_calls"],
+            "tokens": {
+                "input": row["input_tokens"],
+                "output": row["output_tokens"],
+                "cache_write": row["cache_creation_input_tokens"],
+                "cache_read": row["cache_read_input_tokens"],
+            },
+            "cache_hit_ratio": row["cache_hit_ratio"],
+            "usd": row["usd"],
         }
-        models.append(
-            {
-                "model": r["model"],
-                "calls": r["calls"],
-                "tokens": tokens,
-                "cache_hit_ratio": _hit_ratio(tokens),
-                "usd": usd_estimate(r["model"], tokens),
-            }
-        )
-    total_tokens = {k: sum(m["tokens"][k] for m in models) for k in TOKEN_KINDS}
-    prices = [m["usd"] for m in models]
-    total = {
-        "calls": sum(m["calls"] for m in models),
-        "tokens": total_tokens,
-        "cache_hit_ratio": _hit_ratio(total_tokens),
-        "usd": None if None in prices else round(sum(prices), 6),
+
+    total = shaped(report)
+    if report["unpriced_models"]:
+        total["usd"] = None
+    return {
+        "models": [{"model": m["model"], **shaped(m)} for m in report["by_model"]],
+        "total": total,
+        "unpriced_models": report["unpriced_models"],
+        "prices_read_on": report["prices_read_on"],
+        "prices_source": report["prices_source"],
     }
-    return {"models": models, "total": total}
-
-
-def _hit_ratio(tokens: dict[str, int]) -> float | None:
-    prompt = tokens["input"] + tokens["cache_write"] + tokens["cache_read"]
-    return None if prompt == 0 else round(tokens["cache_read"] / prompt, 4)
 
 
 # -- acting -----------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ RETURNING messages, fingerprint;
 -- and a second delivery of the same version finds it completed already.
 UPDATE public.nexus_queue
    SET status = 'completed', processed_at = now(), updated_at = now(), error_message = NULL,
-       result = CAST(:result AS jsonb), usage = CAST(:usage AS jsonb), extractor = :extractor
+       result = CAST(:result AS jsonb), usage = CAST(:usage AS jsonb), extractor = :extractor,
+       extractor_reason = :extractor_reason
  WHERE id = CAST(:queue_id AS uuid) AND version = :version AND status = 'processing'
 RETURNING fingerprint;
 
@@ -141,9 +142,32 @@ SELECT fingerprint_id, nombre, email, telefono, ocupacion, nivel_interes, objeci
        arquetipo, momento_optimo, etapa, created_at, updated_at
   FROM public.nexus_prospects(:momento, CAST(:since AS interval), :limit);
 
--- name: ops_usage_summary
-SELECT model, calls, input_tokens, output_tokens, cache_write_tokens, cache_read_tokens
-  FROM public.nexus_usage_summary(CAST(:since AS interval));
-
 -- name: ops_expire_prospects
 SELECT public.nexus_expire_prospects(CAST(:max_age AS interval), :limit) AS deleted;
+-- name: record_llm_call
+INSERT INTO public.llm_calls (queue_id, version, model, outcome, input_tokens, output_tokens,
+                              cache_creation_input_tokens, cache_read_input_tokens)
+VALUES (CAST(:queue_id AS uuid), :version, :model, :outcome, :input_tokens, :output_tokens,
+        :cache_creation_input_tokens, :cache_read_input_tokens);
+
+-- name: tokens_today
+-- Input (uncached, cache writes and cache reads) plus output tokens since 00:00 UTC: what
+-- NEXUS_DAILY_TOKEN_BUDGET is compared with.  A range scan of llm_calls_at_idx.
+SELECT coalesce(sum(input_tokens + cache_creation_input_tokens + cache_read_input_tokens
+                    + output_tokens), 0)::bigint AS tokens
+  FROM public.llm_calls
+ WHERE at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+
+-- name: llm_usage_by_model
+-- `nexus cost`: calls and tokens by kind per model since a time.
+SELECT model,
+       count(*) AS calls,
+       count(*) FILTER (WHERE outcome <> 'ok') AS failed_calls,
+       coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
+       coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
+       coalesce(sum(cache_creation_input_tokens), 0)::bigint AS cache_creation_input_tokens,
+       coalesce(sum(cache_read_input_tokens), 0)::bigint AS cache_read_input_tokens
+  FROM public.llm_calls
+ WHERE at >= :since
+ GROUP BY model
+ ORDER BY model;

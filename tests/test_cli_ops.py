@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from nexus import db
 from nexus.cli import main
+from nexus.extraction import pricing
 from tests.opsdata import enqueue, fail, merge
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,17 +184,18 @@ def test_prospects_table_csv_json(nexus, engine):
 
 
 def test_cost_table_and_json(nexus, engine):
-    usage = {"model": "claude-haiku-5-5", "input_tokens": 1500, "output_tokens": 120,
-             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}  # fmt: skip
-    qid = enqueue(engine, "s-1")
-    db.claim_version(engine, qid, 1)
-    db.complete_version(engine, qid, 1, {"nombre": None}, usage, "claude")
+    call = {"model": "claude-haiku-5-5", "outcome": "ok", "input_tokens": 1500,
+            "output_tokens": 120, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0}  # fmt: skip
+    db.record_llm_calls(engine, None, 1, [call])
     code, out, _ = nexus("cost", "--since", "1d")
     assert code == 0 and "claude-haiku-5-5" in out and "1500" in out and "0.0%" in out
+    assert "prices read on" in out
     code, out, _ = nexus("cost", "--json")
     report = json.loads(out)
     assert report["total"]["calls"] == 1 and report["total"]["tokens"]["output"] == 120
-    assert report["total"]["usd"] == pytest.approx((1500 * 1 + 120 * 5) / 1e6)
+    price = pricing.PRICES["claude-haiku-5-5"]
+    assert report["total"]["usd"] == pytest.approx((1500 * price.input + 120 * price.output) / 1e6)
 
 
 def test_unreachable_database_is_one_line_exit_1(tmp_path):

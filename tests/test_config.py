@@ -60,6 +60,11 @@ def test_values_are_read():
         ({"NEXUS_PROSPECT_RETENTION_DAYS": "0"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
         ({"NEXUS_PROSPECT_RETENTION_DAYS": "30d"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
         ({"NEXUS_PROSPECT_RETENTION_DAYS": "-5"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
+        ({"NEXUS_MODEL": "claude-haiku-9"}, "NEXUS_MODEL"),
+        ({"NEXUS_MODEL": "claude-3-haiku-20240307"}, "NEXUS_MODEL"),
+        ({"NEXUS_FALLBACK": "gpt"}, "NEXUS_FALLBACK"),
+        ({"NEXUS_DAILY_TOKEN_BUDGET": "lots"}, "NEXUS_DAILY_TOKEN_BUDGET"),
+        ({"NEXUS_DAILY_TOKEN_BUDGET": "-5"}, "NEXUS_DAILY_TOKEN_BUDGET"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):
@@ -67,3 +72,29 @@ def test_bad_values_name_the_variable(env, variable):
         config.load(env)
     message = str(info.value)
     assert variable in message and "\n" not in message
+
+
+def test_extraction_v2_defaults_and_values():
+    s = config.load({})
+    assert s.fallback == "rules" and s.daily_token_budget is None
+    s = config.load({"NEXUS_FALLBACK": "None", "NEXUS_DAILY_TOKEN_BUDGET": " 2000000 "})
+    assert s.fallback == "none" and s.daily_token_budget == 2_000_000
+
+
+def test_default_model_is_current_and_listed_by_the_sdk():
+    ids, deprecated = config.known_models()
+    assert config.DEFAULT_MODEL in ids and config.DEFAULT_MODEL not in deprecated
+    assert "haiku" in config.DEFAULT_MODEL
+
+
+def test_every_listed_model_is_accepted():
+    ids, deprecated = config.known_models()
+    for model in sorted(ids - set(deprecated)):
+        assert config.load({"NEXUS_MODEL": model}).model == model
+
+
+def test_a_deprecated_model_warns_at_load_and_still_works():
+    _, deprecated = config.known_models()
+    model = sorted(deprecated)[0]
+    with pytest.warns(config.DeprecatedModelWarning, match=model):
+        assert config.load({"NEXUS_MODEL": model}).model == model

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from nexus import config, db, ops
+from nexus.extraction import pricing
 from tests.opsdata import enqueue, fail, merge
 from tests.waiting import wait_for
 
@@ -297,32 +298,31 @@ def test_prospects_filters_and_order(engine):
         ops.prospects(engine, momento="hot")
 
 
-def test_cost_sums_usage_by_model(engine):
-    usage = {
+def test_cost_sums_every_call_by_model_failed_calls_included(engine):
+    call = {
         "model": "claude-haiku-5-5",
+        "outcome": "ok",
         "input_tokens": 1000,
         "output_tokens": 100,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 1000,
     }
-    for i in range(2):
-        qid = enqueue(engine, f"s-{i}")
-        assert db.claim_version(engine, qid, 1) is not None
-        db.complete_version(engine, qid, 1, {"nombre": None}, usage, "claude")
-    qid = enqueue(engine, "s-rules")
-    db.claim_version(engine, qid, 1)
-    db.complete_version(engine, qid, 1, {"nombre": None}, None, "rules")
+    db.record_llm_calls(engine, None, 1, [call, {**call, "outcome": "http_500"}])
+    db.record_llm_calls(engine, None, 1, [{**call, "model": "some-other-model"}])
 
     report = ops.cost(engine)
-    (model,) = report["models"]
-    assert model["model"] == "claude-haiku-5-5" and model["calls"] == 2
-    assert model["tokens"] == {"input": 2000, "output": 200, "cache_write": 0, "cache_read": 2000}
-    assert model["cache_hit_ratio"] == 0.5
-    # 2000 in at $1, 200 out at $5, 2000 cache reads at $0.10 per million.
-    assert model["usd"] == pytest.approx((2000 * 1 + 200 * 5 + 2000 * 0.1) / 1e6)
-    assert report["total"]["calls"] == 2 and report["total"]["usd"] == model["usd"]
+    haiku, other = report["models"]
+    assert haiku["model"] == "claude-haiku-5-5" and haiku["calls"] == 2
+    assert haiku["failed_calls"] == 1
+    assert haiku["tokens"] == {"input": 2000, "output": 200, "cache_write": 0, "cache_read": 2000}
+    assert haiku["cache_hit_ratio"] == 0.5
+    price = pricing.PRICES["claude-haiku-5-5"]
+    expected = (2000 * price.input + 200 * price.output + 2000 * price.cache_read) / 1e6
+    assert haiku["usd"] == pytest.approx(expected)
+    # A model without a price: tokens counted, no USD, so no total USD either.
+    assert other["usd"] is None and report["unpriced_models"] == ["some-other-model"]
+    assert report["total"]["calls"] == 3 and report["total"]["usd"] is None
     assert ops.cost(engine, since=dt.timedelta(0))["models"] == []
-    assert ops.usd_estimate("some-other-model", model["tokens"]) is None
 
 
 def test_expire_prospects_deletes_stale_ones_with_their_ledger(engine):

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from nexus import config, db
 from nexus.web import create_app
-from tests.claude_stub import GOOD_INPUT, answer_response, error
+from tests.claude_stub import GOOD_INPUT, ClaudeAPI, answer_response, error, refusal
 from tests.waiting import DEADLINE, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +36,7 @@ LONGER = SAMPLE + [
 
 
 def good(**fields) -> Response:
-    """A good tool-use answer, with ``fields`` overriding the seed's expected values."""
+    """A good structured-output answer, with ``fields`` overriding the seed's expected values."""
     return answer_response({**GOOD_INPUT, **fields})
 
 
@@ -46,47 +45,11 @@ def api_error(status: int) -> Response:
     return error(status, headers={"retry-after-ms": "1"})
 
 
-class Claude:
-    """A stub Messages API whose behaviour each test scripts with :meth:`script`."""
-
-    def __init__(self):
-        self.server = HTTPServer(threaded=True)
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        #: Set at teardown: handlers that hold an answer back let go.
-        self.closing = threading.Event()
-        self.behaviour = lambda n, body: good()
-        self.server.expect_request("/v1/messages", method="POST").respond_with_handler(self._handle)
-
-    def _handle(self, request):
-        body = request.get_json()
-        with self.lock:
-            self.requests.append(body)
-            n = len(self.requests)
-        return self.behaviour(n, body)
-
-    def script(self, behaviour) -> None:
-        self.behaviour = behaviour
-
-    @property
-    def count(self) -> int:
-        with self.lock:
-            return len(self.requests)
-
-    @property
-    def url(self) -> str:
-        return self.server.url_for("/").rstrip("/")
-
-
 @pytest.fixture
 def claude():
-    stub = Claude()
-    stub.server.start()
+    stub = ClaudeAPI().start()
     yield stub
-    stub.closing.set()
-    stub.server.clear()
-    if stub.server.is_running():
-        stub.server.stop()
+    stub.stop()
 
 
 class Workers:
@@ -149,7 +112,7 @@ def workers(db_url, tmp_path):
     w.stop()
 
 
-def claude_env(stub: Claude, **extra) -> dict:
+def claude_env(stub: ClaudeAPI, **extra) -> dict:
     return {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.url, **extra}
 
 
@@ -221,13 +184,24 @@ def test_conversation_without_fingerprint_keeps_result_on_the_row(engine, worker
     assert fetch(engine, "SELECT count(*) FROM prospect_data")[0] == 0
 
 
+def llm_calls(engine, queue_id: str) -> list:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT * FROM llm_calls WHERE queue_id = :id ORDER BY id"), {"id": queue_id}
+        ).all()
+
+
 def test_claude_result_and_usage_are_stored(engine, workers, claude):
     done = enqueue(engine, "claude-1")
     workers.start(**claude_env(claude))
     row = wait_status(engine, done.queue_id, "completed")
     assert row.extractor == "claude" and row.result["arquetipo"] == "profesional_vision"
+    assert row.extractor_reason is None
     assert row.result["momento_optimo"] == "caliente"
-    assert row.usage["input_tokens"] == 1500 and row.usage["output_tokens"] == 90
+    ((call),) = llm_calls(engine, done.queue_id)
+    assert (call.version, call.model, call.outcome) == (1, "claude-haiku-5-5", "ok")
+    assert row.usage["output_tokens"] == call.output_tokens > 0
+    assert row.usage["input_tokens"] == call.input_tokens > 0
     prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
     assert float(prospect.nivel_interes) == 7 and prospect.etapa == "acoger"
 
@@ -237,7 +211,7 @@ def test_claude_result_and_usage_are_stored(engine, workers, claude):
 
 def test_fails_n_times_then_completes_with_retry_count_n(engine, workers, claude):
     # Each queue attempt makes two requests (the SDK's one quick retry): fail two attempts.
-    claude.script(lambda n, body: api_error(500) if n <= 4 else good())
+    claude.script(lambda n, body: api_error(500) if n <= 4 else None)
     done = enqueue(engine, "flaky")
     workers.start(**claude_env(claude))
     row = wait_status(engine, done.queue_id, "completed")
@@ -260,20 +234,76 @@ def test_always_failing_extraction_ends_failed_with_its_reason(engine, workers, 
     assert fetch(engine, "SELECT count(*) FROM prospect_data")[0] == 0
 
 
-def test_permanent_error_fails_at_once(engine, workers, claude):
+def test_permanent_error_without_fallback_fails_at_once(engine, workers, claude):
     claude.script(lambda n, body: api_error(400))
     done = enqueue(engine, "bad-request")
-    workers.start(**claude_env(claude))
+    workers.start(**claude_env(claude, NEXUS_FALLBACK="none"))
     row = wait_status(engine, done.queue_id, "failed")
     assert row.retry_count == 1 and claude.count == 1
+    assert "400" in row.error_message
+    assert [c.outcome for c in llm_calls(engine, done.queue_id)] == ["http_400"]
 
 
 def test_garbage_answer_is_retried_then_permanent(engine, workers, claude):
-    claude.script(lambda n, body: answer_response(text="{oops"))
+    claude.script(lambda n, body: answer_response(text="{oops", input_tokens=100))
     done = enqueue(engine, "garbage")
-    workers.start(**claude_env(claude))
+    workers.start(**claude_env(claude, NEXUS_FALLBACK="none"))
     row = wait_status(engine, done.queue_id, "failed")
     assert row.retry_count == 1 and row.error_message
+    # The failed calls' usage is recorded all the same.
+    calls = llm_calls(engine, done.queue_id)
+    assert [(c.outcome, c.input_tokens) for c in calls] == [("invalid", 100)] * 2
+
+
+def test_refusal_is_one_call_then_the_rules_extract_the_row(engine, workers, claude):
+    # Given Claude refuses, and the default NEXUS_FALLBACK=rules
+    claude.script(lambda n, body: refusal(input_tokens=1200, output_tokens=4))
+    done = enqueue(engine, "refused")
+    workers.start(**claude_env(claude))
+    # Then the row completes by the rules, saying why, after exactly one paid call
+    row = wait_status(engine, done.queue_id, "completed")
+    assert (row.extractor, row.extractor_reason) == ("rules", "fallback: refusal")
+    assert row.retry_count == 0 and claude.count == 1
+    assert row.result["nombre"] == "Juan Pérez"
+    ((call),) = llm_calls(engine, done.queue_id)
+    assert (call.outcome, call.input_tokens, call.output_tokens) == ("refusal", 1200, 4)
+    assert fetch(engine, "SELECT nombre FROM prospect_data WHERE fingerprint_id = 'fp-1'")[0]
+
+
+def test_revoked_key_falls_back_to_rules(engine, workers, claude):
+    claude.script(lambda n, body: error(401, "authentication_error"))
+    done = enqueue(engine, "revoked")
+    workers.start(**claude_env(claude))
+    row = wait_status(engine, done.queue_id, "completed")
+    assert (row.extractor, row.extractor_reason) == ("rules", "fallback: http 401")
+    assert [c.outcome for c in llm_calls(engine, done.queue_id)] == ["http_401"]
+
+
+def test_spent_budget_falls_back_without_calling_the_api(engine, workers, claude):
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO llm_calls (model, outcome, input_tokens, output_tokens)"
+                " VALUES ('claude-haiku-5-5', 'ok', 900, 100)"
+            )
+        )
+    done = enqueue(engine, "over-budget")
+    workers.start(**claude_env(claude, NEXUS_DAILY_TOKEN_BUDGET="1000"))
+    row = wait_status(engine, done.queue_id, "completed")
+    assert (row.extractor, row.extractor_reason) == ("rules", "fallback: budget spent")
+    assert claude.count == 0 and llm_calls(engine, done.queue_id) == []
+
+
+def test_transient_failures_record_every_call(engine, workers, claude):
+    # Two queue attempts fail (each one SDK call with its quick retry inside), then one
+    # succeeds: one llm_calls row per SDK call, the failed ones with no tokens.
+    claude.script(lambda n, body: api_error(500) if n <= 4 else None)
+    done = enqueue(engine, "flaky-usage")
+    workers.start(**claude_env(claude))
+    wait_status(engine, done.queue_id, "completed")
+    calls = llm_calls(engine, done.queue_id)
+    assert [c.outcome for c in calls] == ["http_500", "http_500", "ok"]
+    assert calls[0].input_tokens == 0 and calls[-1].input_tokens > 0
 
 
 # -- ordering, duplicates, faults -------------------------------------------------------------

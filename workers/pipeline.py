@@ -17,7 +17,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
 
 from nexus import db
-from nexus.errors import PermanentExtractionError
+from nexus.errors import ExtractionError, PermanentExtractionError
 
 from . import resources
 from .resources import settings
@@ -31,6 +31,25 @@ QUEUE = "nexus"
 def _attempts_so_far() -> int:
     message = CurrentMessage.get_current_message()
     return 0 if message is None else int(message.options.get("retries", 0))
+
+
+def _record_calls(engine, queue_id: str, version: int, calls) -> None:
+    try:
+        db.record_llm_calls(engine, queue_id, version, calls)
+    except Exception:
+        # The extraction itself is done: losing its usage must not cost another paid call.
+        log.exception("could not record the LLM usage of %s v%s", queue_id, version)
+
+
+def _extract(engine, extractor, queue_id: str, version: int, messages):
+    """Extract, and record the usage of every LLM call it made, failed calls included."""
+    try:
+        extracted = extractor.extract(messages)
+    except ExtractionError as exc:
+        _record_calls(engine, queue_id, version, exc.calls)
+        raise
+    _record_calls(engine, queue_id, version, extracted.calls)
+    return extracted
 
 
 @dramatiq.actor(
@@ -48,14 +67,15 @@ def process_nexus_message(queue_id: str, version: int) -> None:
         return
     try:
         extractor = resources.extractor()
-        extracted = extractor.extract(claimed.messages)
+        extracted = _extract(engine, extractor, queue_id, version, claimed.messages)
         outcome = db.complete_version(
             engine,
             queue_id,
             version,
             extracted.prospect.to_dict(),
             extracted.usage,
-            extractor.name,
+            extracted.extractor or extractor.name,
+            extracted.reason,
         )
     except (Exception, TimeLimitExceeded) as exc:
         final = isinstance(exc, PermanentExtractionError) or (

@@ -21,4 +21,4 @@ def engine():
 
 @cache
 def extractor():
-    return get_extractor(settings())
+    return get_extractor(settings(), engine())

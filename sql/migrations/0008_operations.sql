@@ -159,24 +159,6 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
      LIMIT p_limit;
 $$;
 
--- LLM usage by model, from the usage each row records for its stored result (rules rows have
--- none).  One row = one extraction (up to two API calls when the first answer was unusable).
--- p_since NULL = all, else rows processed within it.
-CREATE FUNCTION public.nexus_usage_summary(p_since interval DEFAULT NULL)
-RETURNS TABLE (model text, calls bigint, input_tokens bigint, output_tokens bigint,
-               cache_write_tokens bigint, cache_read_tokens bigint)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT coalesce(q.usage ->> 'model', 'unknown'), count(*),
-           coalesce(sum((q.usage ->> 'input_tokens')::bigint), 0)::bigint,
-           coalesce(sum((q.usage ->> 'output_tokens')::bigint), 0)::bigint,
-           coalesce(sum((q.usage ->> 'cache_creation_input_tokens')::bigint), 0)::bigint,
-           coalesce(sum((q.usage ->> 'cache_read_input_tokens')::bigint), 0)::bigint
-      FROM public.nexus_queue q
-     WHERE q.usage IS NOT NULL AND jsonb_typeof(q.usage) = 'object'
-       AND (p_since IS NULL OR q.processed_at > now() - p_since)
-     GROUP BY 1
-     ORDER BY 1;
-$$;
 
 -- -- acting ----------------------------------------------------------------------------------
 
@@ -398,7 +380,6 @@ BEGIN
         'public.broker_dead_letter_list(integer)',
         'public.broker_dead_letter_get(uuid)',
         'public.nexus_prospects(text, interval, integer)',
-        'public.nexus_usage_summary(interval)',
         'public.nexus_retry_rows(uuid[], boolean)',
         'public.nexus_retry_failed(interval)',
         'public.broker_requeue_dead_letters(uuid[], boolean)',
