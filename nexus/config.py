@@ -23,6 +23,7 @@ VARIABLES = (
     "NEXUS_MIN_BACKOFF_MS",
     "NEXUS_MAX_BACKOFF_MS",
     "NEXUS_ALLOWED_ORIGINS",
+    "NEXUS_DEBOUNCE_MS",
 )
 
 #: A current Haiku-class model id listed by the pinned anthropic SDK (not deprecated).
@@ -32,6 +33,10 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_MIN_BACKOFF_MS = 2_000  #: milliseconds
 DEFAULT_MAX_BACKOFF_MS = 300_000  #: milliseconds
 EXTRACTORS = ("auto", "claude", "rules")
+#: Quiet time before a new version is extracted, by effective extractor (milliseconds): a paid
+#: extraction waits for the chat to go quiet, a free one does not.
+DEFAULT_DEBOUNCE_MS = {"claude": 30_000, "rules": 0}
+MAX_DEBOUNCE_MS = 3_600_000  #: milliseconds
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class Settings:
     min_backoff_ms: int = DEFAULT_MIN_BACKOFF_MS
     max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    #: Milliseconds a new version waits for a newer one before it is extracted (0: none).
+    debounce_ms: int = 0
 
     @property
     def effective_extractor(self) -> str:
@@ -93,6 +100,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             f"NEXUS_MIN_BACKOFF_MS ({min_backoff})"
         )
 
+    effective = ("claude" if key else "rules") if extractor == "auto" else extractor
+    debounce = _int(env, "NEXUS_DEBOUNCE_MS", DEFAULT_DEBOUNCE_MS[effective], 0, MAX_DEBOUNCE_MS)
+
     origins = []
     for origin in env.get("NEXUS_ALLOWED_ORIGINS", "").split(","):
         origin = origin.strip().rstrip("/")
@@ -114,4 +124,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         min_backoff_ms=min_backoff,
         max_backoff_ms=max_backoff,
         allowed_origins=tuple(origins),
+        debounce_ms=debounce,
     )

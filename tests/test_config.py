@@ -23,6 +23,14 @@ def test_auto_extractor_is_claude_when_a_key_is_set():
     )
 
 
+def test_debounce_defaults_to_30s_with_claude_and_0_with_rules():
+    assert config.load({}).debounce_ms == 0
+    assert config.load({"ANTHROPIC_API_KEY": "k"}).debounce_ms == 30_000
+    assert config.load({"ANTHROPIC_API_KEY": "k", "NEXUS_EXTRACTOR": "rules"}).debounce_ms == 0
+    assert config.load({"ANTHROPIC_API_KEY": "k", "NEXUS_DEBOUNCE_MS": "0"}).debounce_ms == 0
+    assert config.load({"NEXUS_DEBOUNCE_MS": "1500"}).debounce_ms == 1500
+
+
 def test_values_are_read():
     s = config.load(
         {
@@ -51,6 +59,9 @@ def test_values_are_read():
         ({"NEXUS_EXTRACTOR": "claude"}, "ANTHROPIC_API_KEY"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"NEXUS_ALLOWED_ORIGINS": "example.com"}, "NEXUS_ALLOWED_ORIGINS"),
+        ({"NEXUS_DEBOUNCE_MS": "-1"}, "NEXUS_DEBOUNCE_MS"),
+        ({"NEXUS_DEBOUNCE_MS": "30s"}, "NEXUS_DEBOUNCE_MS"),
+        ({"NEXUS_DEBOUNCE_MS": "3600001"}, "NEXUS_DEBOUNCE_MS"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):

@@ -301,7 +301,9 @@ def test_newer_version_arriving_mid_extraction_is_processed(engine, workers, cla
     row = wait_status(engine, first.queue_id, "completed", version=2)
     assert row.result["telefono"] == "+573001234567"
     prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
-    assert prospect.nombre == "Juan Pérez", "the superseded version must not be merged"
+    # Whichever finished first, the newer version's values win (a superseded version's result
+    # is merged only while it is the session's newest extraction).
+    assert prospect.nombre == "Juan Pérez" and prospect.telefono == "+573001234567"
     assert claude.count == 2
 
 
@@ -349,6 +351,114 @@ def test_duplicate_delivery_of_a_completed_version_is_a_no_op(engine, workers):
     after = queue_row(engine, done.queue_id)
     assert after.processed_at == before.processed_at and after.status == "completed"
     assert fetch(engine, "SELECT updated_at FROM prospect_data")[0] == merged_at
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
+
+
+# -- debounce and assistant-only versions ------------------------------------------------------
+
+GREETING = [{"role": "user", "content": "hola"}]
+BROWSING = GREETING + [
+    {"role": "assistant", "content": "¡Hola! ¿En qué te puedo ayudar?"},
+    {"role": "user", "content": "solo estoy mirando"},
+]
+#: A debounce no test waits for: a deferred version runs only when the test moves its clock.
+LONG_DEBOUNCE = {"NEXUS_DEBOUNCE_MS": "600000"}
+
+
+def deferred_version(engine, queue_id: str) -> int | None:
+    return fetch(engine, "SELECT deferred_version FROM nexus_queue WHERE id = :id", id=queue_id)[0]
+
+
+def live_messages(engine, queue_id: str, version: int) -> int:
+    return fetch(
+        engine,
+        "SELECT count(*) FROM broker_messages WHERE args ->> 0 = :id AND args -> 1 = to_jsonb(:v)",
+        id=queue_id,
+        v=version,
+    )[0]
+
+
+def fast_forward(engine) -> None:
+    """The quiet window ends now: move the due times of the deferred row and its messages."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE nexus_queue SET due_at = now() WHERE due_at IS NOT NULL"))
+        conn.execute(
+            sa.text("UPDATE broker_messages SET due_at = clock_timestamp() WHERE state = 'ready'")
+        )
+        conn.execute(sa.text("SELECT pg_notify('broker_wakeup', 'nexus')"))
+
+
+def test_a_version_adding_only_assistant_text_is_not_extracted_again(engine, workers, claude):
+    first = enqueue(engine, "assistant-only")
+    workers.start(**claude_env(claude))
+    done = wait_status(engine, first.queue_id, "completed")
+    assert claude.count == 1
+
+    reply = SAMPLE + [{"role": "assistant", "content": "¡Genial! Te cuento cómo funciona."}]
+    second = enqueue(engine, "assistant-only", messages=reply)
+    assert second.version == 2
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert claude.count == 1, "no paid call for the assistant's reply"
+    assert row.result == done.result and row.result_version == 1
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 2
+
+
+def test_a_quiet_version_waits_and_a_newer_one_supersedes_it(engine, workers, claude):
+    first = enqueue(engine, "quiet", messages=GREETING)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
+    assert live_messages(engine, first.queue_id, 1) == 1
+
+    second = enqueue(engine, "quiet", messages=BROWSING)
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 2, "v2 to be deferred")
+    assert queue_row(engine, first.queue_id).status == "pending" and claude.count == 0
+
+    fast_forward(engine)
+    row = wait_status(engine, first.queue_id, "completed", version=second.version)
+    assert claude.count == 1, "one extraction once the chat went quiet"
+    assert "solo estoy mirando" in json.dumps(claude.requests[0], ensure_ascii=False)
+    assert row.retry_count == 0
+    wait_for(lambda: fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0, "the acks")
+    assert fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0] == 0
+
+
+def test_a_version_with_a_new_phone_is_extracted_at_once(engine, workers, claude):
+    first = enqueue(engine, "urgent", messages=GREETING)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
+
+    phone = BROWSING + [
+        {"role": "assistant", "content": "¿Te llamamos?"},
+        {"role": "user", "content": "sí, mi número es +57 300 123 4567"},
+    ]
+    claude.script(lambda n, body: good(nombre=None, telefono="+573001234567"))
+    enqueue(engine, "urgent", messages=phone)
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert claude.count == 1 and row.result["telefono"] == "+573001234567"
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert prospect.telefono == "+573001234567"
+
+
+def test_another_delivery_of_a_deferred_version_is_a_no_op(engine, workers, claude):
+    first = enqueue(engine, "deferred-dup", messages=GREETING)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT broker_enqueue('nexus', 'process_nexus_message',"
+                " jsonb_build_array(CAST(:id AS text), 1))"
+            ),
+            {"id": first.queue_id},
+        )
+    # The duplicate is consumed; only the one delayed message of the version remains.
+    wait_for(lambda: live_messages(engine, first.queue_id, 1) == 1, "the duplicate's ack")
+    assert fetch(engine, "SELECT state FROM broker_messages")[0] == "ready"
+    assert queue_row(engine, first.queue_id).status == "pending" and claude.count == 0
+
+    fast_forward(engine)
+    wait_status(engine, first.queue_id, "completed")
+    assert claude.count == 1
 
 
 def test_sweeper_redispatches_a_row_that_lost_its_message(engine, workers):
