@@ -1,13 +1,14 @@
 """The merge ledger and the per-session merge (``nexus_merge_version``), from plain SQL."""
 
 import json
+import shutil
 import uuid
 
 import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from nexus import db
+from nexus import db, migrations
 
 S1, S2, S3 = (str(uuid.uuid4()) for _ in range(3))
 
@@ -252,3 +253,29 @@ def test_visitor_hash_ignores_assistant_messages(engine):
 
     assert h([user]) == h([user, bot]) == h([bot, user, bot])
     assert h([user]) != h([user, user]) != h([user, {"role": "user", "content": "hola."}])
+
+
+def test_prospects_merged_before_the_ledger_keep_their_history(empty_db_url, tmp_path):
+    # Given a database migrated up to just before 0007, with a prospect merged the old way,
+    for migration in migrations.available():
+        if migration.version < "0007":
+            shutil.copy(migration.path, tmp_path / migration.path.name)
+    migrations.upgrade(empty_db_url, tmp_path)
+    engine = db.make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("SELECT update_prospect_data('old', CAST(:d AS jsonb))"),
+                {"d": json.dumps({"nombre": "Eva", "nivel_interes": 8, "objeciones": ["tiempo"]})},
+            )
+        # when 0007 is applied and a greeting-only session merges,
+        migrations.upgrade(empty_db_url)
+        with engine.begin() as conn:
+            assert ledger_count(conn, "old") == 1
+            merge(conn, S1, 1, fp="old", objeciones=["precio"])
+            p = prospect(conn, "old")
+    finally:
+        engine.dispose()
+    # then the old history still counts, as one session of its own.
+    assert (p.nombre, float(p.nivel_interes), p.momento_optimo) == ("Eva", 8, "caliente")
+    assert p.objeciones == ["precio", "tiempo"]

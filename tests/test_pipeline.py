@@ -422,6 +422,22 @@ def test_a_quiet_version_waits_and_a_newer_one_supersedes_it(engine, workers, cl
     assert fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0] == 0
 
 
+def test_a_row_enqueued_from_sql_is_debounced_the_same_way(engine, workers, claude):
+    with engine.begin() as conn:
+        queue_id = str(
+            conn.execute(
+                sa.text("SELECT enqueue_nexus_message(CAST(:m AS jsonb), 'psql-quiet', 'fp-q')"),
+                {"m": json.dumps(GREETING)},
+            ).scalar_one()
+        )
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, queue_id) == 1, "v1 to be deferred")
+    assert claude.count == 0
+    fast_forward(engine)
+    wait_status(engine, queue_id, "completed")
+    assert claude.count == 1
+
+
 def test_a_version_with_a_new_phone_is_extracted_at_once(engine, workers, claude):
     first = enqueue(engine, "urgent", messages=GREETING)
     workers.start(**claude_env(claude, **LONG_DEBOUNCE))
