@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,7 +45,11 @@ import psycopg2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nexus import config, db  # noqa: E402
+from nexus import (  # noqa: E402
+    config,
+    db,
+    debounce,  # noqa: E402
+)
 from nexus.embedded import database  # noqa: E402
 from nexus.extraction.rules import RulesExtractor  # noqa: E402
 from nexus.smoke import throwaway_database  # noqa: E402
@@ -127,6 +132,7 @@ INTENTS = ["quiero empezar", "me interesa unirme", "me gustaría empezar cuanto 
 PHONE_TURNS = ["mi número es {}", "mi whatsapp es {}", "pueden escribirme al {}"]
 REJECTIONS = ["la verdad no me interesa, gracias"]
 CLOSINGS = ["gracias", "perfecto, gracias", "ok, quedo atento", "muchas gracias, hasta luego"]
+#: Assistant replies, none repeated within a chat (the stub tells versions apart by them).
 REPLIES = [
     "¡Claro! Te cuento cómo funciona.",
     "Buena pregunta: depende de cuánto tiempo le dediques.",
@@ -136,6 +142,14 @@ REPLIES = [
     "¿Te gustaría que un asesor te llame?",
     "Perfecto, tomo nota.",
     "¡Gracias por escribirnos!",
+    "Se trabaja desde el celular, a tu ritmo.",
+    "Las ganancias dependen de tus ventas y de tu equipo.",
+    "Los pagos se hacen cada mes por transferencia.",
+    "La inscripción incluye un kit de inicio.",
+    "Te acompaña un mentor las primeras semanas.",
+    "Hay personas que empiezan con dos horas al día.",
+    "¿Tienes alguna otra duda?",
+    "Con gusto te ayudo.",
 ]
 #: How often a visitor gives each thing (website chats: many never leave a contact).
 P_NAME, P_JOB, P_INTENT, P_PHONE, P_EMAIL, P_REJECTION = 0.6, 0.4, 0.5, 0.35, 0.15, 0.1
@@ -145,7 +159,8 @@ def make_chat(rng: random.Random, i: int) -> list[tuple[str, float, float]]:
     """Visitor turns as (text, seconds since the previous visitor turn, seconds until the
     assistant's reply): 5-15 turns, 5-30 s apart, replies 1-3 s later."""
     name = rng.choice(NAMES)
-    first = name.split()[0].lower()
+    first = unicodedata.normalize("NFKD", name.split()[0].lower()).encode("ascii", "ignore")
+    first = first.decode()
     special = []
     if rng.random() < P_NAME:
         special.append(rng.choice(NAME_TURNS).format(name))
@@ -172,10 +187,10 @@ def make_chat(rng: random.Random, i: int) -> list[tuple[str, float, float]]:
 def versions(chat: list[tuple[str, float, float]], rng: random.Random) -> list[list[dict]]:
     """Every version the widget sends: after each visitor message and each reply."""
     out, messages = [], []
-    for text, _, _ in chat:
+    for (text, _, _), reply in zip(chat, rng.sample(REPLIES, len(chat)), strict=True):
         messages = messages + [{"role": "user", "content": text}]
         out.append(messages)
-        messages = messages + [{"role": "assistant", "content": rng.choice(REPLIES)}]
+        messages = messages + [{"role": "assistant", "content": reply}]
         out.append(messages)
     return out
 
@@ -191,6 +206,8 @@ class Stub:
         self.latency = latency
         self.lock = threading.Lock()
         self.calls: dict[int, float] = {}
+        #: (chat, version index) of each answered call, to tell urgent calls from quiet ones.
+        self.answered: list[tuple[int, int]] = []
         self.total = 0
         rules = RulesExtractor()
         self.known = [
@@ -218,7 +235,7 @@ class Stub:
 
     def reset(self) -> None:
         with self.lock:
-            self.calls, self.total = {}, 0
+            self.calls, self.answered, self.total = {}, [], 0
 
     def handle(self, body: dict) -> dict:
         text = json.dumps(body.get("messages"), ensure_ascii=False)
@@ -235,6 +252,9 @@ class Stub:
                     best, found = size, [(c, result)]
                 elif size == best:
                     found.append((c, result))
+        if found:
+            with self.lock:
+                self.answered.append((found[0][0], best - 1))
         time.sleep(self.latency)
         with self.lock:
             self.total += 1
@@ -252,6 +272,13 @@ class Stub:
 
 
 # -- one run ------------------------------------------------------------------------------------
+
+
+def is_urgent(stub: Stub, chat: int, index: int) -> bool:
+    """Whether version ``index`` of ``chat`` is due at once (see nexus/debounce.py)."""
+    versions_ = stub.known[chat]
+    previous = debounce.signals(versions_[index - 1][1]) if index else None
+    return debounce.urgent(debounce.signals(versions_[index][1]), previous)
 
 
 def start_worker(url: str, module: str, debounce_ms: int, stub: Stub, log: Path):
@@ -394,11 +421,16 @@ def run(
             conn.close()
 
     per_chat = [stub.calls.get(c, 0.0) for c in range(len(chats))]
+    urgent_calls = sum(is_urgent(stub, c, n) for c, n in stub.answered)
     delays = [(phone_seen[c] - phone_posted[c]) / scale for c in phone_posted]
+    walls = [(phone_seen[c] - phone_posted[c]) * 1000 for c in phone_posted]
     return {
         "debounce_ms_simulated": round(debounce_ms / scale),
         "assistant_only_skip": module == "workers",
         "paid_calls": stub.total,
+        # Calls for versions in which the rules found something new that sales acts on
+        # (due at once by design); the rest are extractions once the chat went quiet.
+        "urgent_calls": urgent_calls,
         "calls_per_conversation": {
             "mean": round(stub.total / len(chats), 2),
             "max": round(max(per_chat), 2),
@@ -407,6 +439,7 @@ def run(
             "chats_with_phone": len(delays),
             "p50": round(statistics.median(delays), 2) if delays else None,
             "max": round(max(delays), 2) if delays else None,
+            "wall_ms": [round(w) for w in walls],
         },
         "final_prospect_equals_last_version": f"{equal}/{len(chats)}",
         "differences": differences[:5],
@@ -470,11 +503,15 @@ def main(argv=None) -> int:
     rows = [
         ("paid calls per conversation (mean)", "calls_per_conversation", "mean", TARGET_CALLS),
         ("paid calls per conversation (max)", "calls_per_conversation", "max", None),
+        ("  of which urgent (all chats)", None, "urgent_calls", None),
         ("phone -> prospect_data p50 (s)", "phone_delay_s", "p50", TARGET_PHONE_DELAY_S),
         ("phone -> prospect_data max (s)", "phone_delay_s", "max", TARGET_PHONE_DELAY_S),
     ]
     for label, group, key, target in rows:
-        b, a = before[group][key], after[group][key]
+        if group is None:
+            b, a = before[key], after[key]
+        else:
+            b, a = before[group][key], after[group][key]
         cells = "".join(f"{'-' if v is None else v:>10}" for v in (b, a))
         goal = "" if target is None else f"<= {target:g}  {verdict(a, target)}"
         print(f"{label:<36}{cells}  {goal}")

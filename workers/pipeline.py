@@ -7,7 +7,7 @@ Every version gets exactly one message, at once, from the dispatch trigger (sql/
 1. The version adds no visitor text to the one whose result the row holds (the widget resent
    the chat with the assistant's reply only): it completes with that result, merged again,
    without extracting.
-2. Debounce (``NEXUS_DEBOUNCE_MS``, see :mod:`workers.debounce`): a version still inside its
+2. Debounce (``NEXUS_DEBOUNCE_MS``, see :mod:`nexus.debounce`): a version still inside its
    quiet window whose offline rules find nothing urgent is deferred -- in one transaction the
    row records its due time and the version's message is sent again, delayed until then; this
    delivery then ends normally, so no failed attempt is counted.  A newer version arriving
@@ -33,10 +33,10 @@ import logging
 import dramatiq
 from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
 
-from nexus import db
+from nexus import db, debounce
 from nexus.errors import PermanentExtractionError
 
-from . import debounce, resources
+from . import resources
 from .resources import settings
 
 log = logging.getLogger(__name__)
