@@ -354,6 +354,34 @@ def test_duplicate_delivery_of_a_completed_version_is_a_no_op(engine, workers):
     assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
 
 
+def test_two_concurrent_deliveries_of_one_version_merge_once(engine, workers, claude):
+    both = threading.Event()
+
+    def behaviour(n, body):
+        if n == 2:
+            both.set()
+        both.wait(DEADLINE)  # hold each extraction until both deliveries are extracting
+        return good()
+
+    claude.script(behaviour)
+    done = enqueue(engine, "twice")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT broker_enqueue('nexus', 'process_nexus_message',"
+                " jsonb_build_array(CAST(:id AS text), 1))"
+            ),
+            {"id": done.queue_id},
+        )
+    workers.start(threads=2, **claude_env(claude))
+    wait_status(engine, done.queue_id, "completed")
+    wait_for(lambda: fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0, "the acks")
+    assert claude.count == 2, "both deliveries extracted"
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert prospect.updated_at == prospect.created_at, "merged by one transaction only"
+
+
 # -- debounce and assistant-only versions ------------------------------------------------------
 
 GREETING = [{"role": "user", "content": "hola"}]
