@@ -483,6 +483,35 @@ def test_a_version_with_a_new_phone_is_extracted_at_once(engine, workers, claude
     assert prospect.telefono == "+573001234567"
 
 
+def test_a_phone_shows_at_once_even_when_the_reply_supersedes_its_version(engine, workers, claude):
+    release = threading.Event()
+
+    def behaviour(n, body):
+        release.wait(DEADLINE)  # the assistant's reply arrives while this call runs
+        return good(telefono="+573001234567")
+
+    claude.script(behaviour)
+    first = enqueue(engine, "reply-races", messages=LONGER)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: claude.count == 1, "the urgent extraction to start")
+    reply = LONGER + [{"role": "assistant", "content": "¡Gracias! Te llamamos hoy."}]
+    enqueue(engine, "reply-races", messages=reply)
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 2, "v2 to be deferred")
+    release.set()
+
+    # The superseded version's result is merged at once; the row waits for v2.
+    phone_sql = "SELECT count(*) FROM prospect_data WHERE telefono = '+573001234567'"
+    wait_for(lambda: fetch(engine, phone_sql)[0] == 1, "the phone in prospect_data")
+    row = queue_row(engine, first.queue_id)
+    assert (row.status, row.version, row.result_version) == ("pending", 2, 1)
+
+    fast_forward(engine)
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert claude.count == 1, "v2 adds only the reply: completed with v1's result"
+    assert row.result["telefono"] == "+573001234567"
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 2
+
+
 def test_another_delivery_of_a_deferred_version_is_a_no_op(engine, workers, claude):
     first = enqueue(engine, "deferred-dup", messages=GREETING)
     workers.start(**claude_env(claude, **LONG_DEBOUNCE))
