@@ -435,7 +435,9 @@ def test_a_quiet_version_waits_and_a_newer_one_supersedes_it(engine, workers, cl
     first = enqueue(engine, "quiet", messages=GREETING)
     workers.start(**claude_env(claude, **LONG_DEBOUNCE))
     wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
-    assert live_messages(engine, first.queue_id, 1) == 1
+    # The first message is acked just after; the delayed one stays, waiting for its due time.
+    wait_for(lambda: live_messages(engine, first.queue_id, 1) == 1, "the first message's ack")
+    assert fetch(engine, "SELECT state FROM broker_messages")[0] == "ready"
 
     second = enqueue(engine, "quiet", messages=BROWSING)
     wait_for(lambda: deferred_version(engine, first.queue_id) == 2, "v2 to be deferred")
