@@ -353,15 +353,20 @@ def complete_version(
 
 
 def complete_unchanged(engine: Engine, queue_id: str, version: int) -> dict | None:
-    """Complete a version that adds no visitor text with the row's stored result, and merge
-    it.  Returns the merge outcome (``{}`` without a fingerprint), None if not applicable."""
+    """Complete a version that adds no visitor text with the row's stored result.
+
+    It brings the prospect nothing new, so it is merged only when its fingerprint is not the
+    one the session's result was merged into (a resend that names the visitor); the ledger
+    keeps information, not resends.  Returns the merge outcome (``{}`` when nothing is merged),
+    or None when the version is no longer open or has changed."""
     with translate_errors(), engine.begin() as conn:
         row = conn.execute(
             q("complete_unchanged"), {"queue_id": queue_id, "version": version}
         ).first()
         if row is None:
             return None
-        if not row.fingerprint:
+        merged_into = conn.execute(q("session_merged_fingerprint"), {"queue_id": queue_id}).scalar()
+        if not row.fingerprint or row.fingerprint == merged_into:
             return {}
         return _merge(conn, queue_id, version, row.fingerprint, row.result)
 

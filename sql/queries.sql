@@ -101,6 +101,14 @@ UPDATE public.nexus_queue
    AND result IS NOT NULL AND visitor_hash = public.nexus_visitor_hash(messages)
 RETURNING fingerprint, result;
 
+-- name: session_merged_fingerprint
+-- The fingerprint the session's latest merged version went to (none: never merged).
+SELECT fingerprint_id
+  FROM public.prospect_merges
+ WHERE queue_id = CAST(:queue_id AS uuid)
+ ORDER BY version DESC
+ LIMIT 1;
+
 -- name: merge_version
 -- Record the version in the merge ledger and recompute the prospect (sql/migrations/0007).
 SELECT public.nexus_merge_version(CAST(:queue_id AS uuid), :version, :fingerprint,

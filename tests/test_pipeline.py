@@ -428,7 +428,15 @@ def test_a_version_adding_only_assistant_text_is_not_extracted_again(engine, wor
     row = wait_status(engine, first.queue_id, "completed", version=2)
     assert claude.count == 1, "no paid call for the assistant's reply"
     assert row.result == done.result and row.result_version == 1
-    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 2
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1, "nothing new to merge"
+
+    # The same conversation resent with a fingerprint the session was not merged into.
+    third = db.enqueue(engine, reply, "assistant-only", "fp-other", {})
+    assert third.version == 3
+    wait_status(engine, first.queue_id, "completed", version=3)
+    assert claude.count == 1
+    other = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-other'")
+    assert other.nombre == "Juan Pérez"
 
 
 def test_a_quiet_version_waits_and_a_newer_one_supersedes_it(engine, workers, claude):
@@ -511,7 +519,7 @@ def test_a_phone_shows_at_once_even_when_the_reply_supersedes_its_version(engine
     row = wait_status(engine, first.queue_id, "completed", version=2)
     assert claude.count == 1, "v2 adds only the reply: completed with v1's result"
     assert row.result["telefono"] == "+573001234567"
-    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 2
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
 
 
 def test_another_delivery_of_a_deferred_version_is_a_no_op(engine, workers, claude):

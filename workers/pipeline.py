@@ -5,8 +5,8 @@ Every version gets exactly one message, at once, from the dispatch trigger (sql/
 
 0. Not the row's current, open version (completed, failed or superseded): a no-op.
 1. The version adds no visitor text to the one whose result the row holds (the widget resent
-   the chat with the assistant's reply only): it completes with that result, merged again,
-   without extracting.
+   the chat with the assistant's reply only): it completes with that result without
+   extracting (and without a merge, unless it carries a new fingerprint).
 2. Debounce (``NEXUS_DEBOUNCE_MS``, see :mod:`nexus.debounce`): a version still inside its
    quiet window whose offline rules find nothing urgent is deferred -- in one transaction the
    row records its due time and the version's message is sent again, delayed until then; this
