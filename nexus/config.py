@@ -33,6 +33,7 @@ VARIABLES = (
     "NEXUS_PROSPECT_RETENTION_DAYS",
     "NEXUS_FALLBACK",
     "NEXUS_DAILY_TOKEN_BUDGET",
+    "NEXUS_DEBOUNCE_MS",
 )
 
 #: A current Haiku-class model id listed by the pinned anthropic SDK (not deprecated).
@@ -46,6 +47,10 @@ EXTRACTORS = ("auto", "claude", "rules")
 MAX_RETENTION_DAYS = 36_500
 #: What extracts a row when Claude fails permanently: the rules extractor, or nothing (failed).
 FALLBACKS = ("rules", "none")
+#: Quiet time before a new version is extracted, by effective extractor (milliseconds): a paid
+#: extraction waits for the chat to go quiet, a free one does not.
+DEFAULT_DEBOUNCE_MS = {"claude": 30_000, "rules": 0}
+MAX_DEBOUNCE_MS = 3_600_000  #: milliseconds
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Settings:
     fallback: str = "rules"
     #: Input + output tokens per UTC day; None = unlimited.
     daily_token_budget: int | None = None
+    #: Milliseconds a new version waits for a newer one before it is extracted (0: none).
+    debounce_ms: int = 0
 
     @property
     def effective_extractor(self) -> str:
@@ -148,6 +155,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             f"NEXUS_MIN_BACKOFF_MS ({min_backoff})"
         )
 
+    effective = ("claude" if key else "rules") if extractor == "auto" else extractor
+    debounce = _int(env, "NEXUS_DEBOUNCE_MS", DEFAULT_DEBOUNCE_MS[effective], 0, MAX_DEBOUNCE_MS)
+
     origins = []
     for origin in env.get("NEXUS_ALLOWED_ORIGINS", "").split(","):
         origin = origin.strip().rstrip("/")
@@ -174,4 +184,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         fallback=fallback,
         daily_token_budget=budget,
+        debounce_ms=debounce,
     )

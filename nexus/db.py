@@ -220,16 +220,105 @@ def queue_stats(engine: Engine) -> dict:
 
 
 @dataclass(frozen=True)
+class VersionState:
+    """Where one open version of a row stands (see the ``version_state`` query)."""
+
+    status: str
+    messages: list[dict]
+    fingerprint: str | None
+    result: dict | None
+    signals: dict | None
+    retry_count: int
+    #: The version adds no visitor text to the extracted one (assistant messages only).
+    unchanged: bool
+    #: The version waits for quiet; ``due_in_ms`` says for how long still.
+    deferred: bool
+    due_in_ms: float | None
+    #: Milliseconds since the version arrived (database clock).
+    age_ms: float
+
+
+def version_state(engine: Engine, queue_id: str, version: int) -> VersionState | None:
+    """The version's state, or None when it is not the row's current, open version."""
+    with translate_errors(), engine.connect() as conn:
+        row = conn.execute(q("version_state"), {"queue_id": queue_id, "version": version}).first()
+    if row is None:
+        return None
+    return VersionState(
+        status=row.status,
+        messages=row.messages,
+        fingerprint=row.fingerprint,
+        result=row.result,
+        signals=row.signals,
+        retry_count=row.retry_count,
+        unchanged=bool(row.unchanged),
+        deferred=bool(row.deferred),
+        due_in_ms=None if row.due_in_ms is None else float(row.due_in_ms),
+        age_ms=float(row.age_ms),
+    )
+
+
+def defer_version(
+    engine: Engine, queue_id: str, version: int, debounce_ms: int, signals: dict | None
+) -> int | None:
+    """Hold the version until ``debounce_ms`` after it arrived: its message is sent again,
+    delayed until then, in the same transaction.  Returns the delay (ms), or None when the
+    version was deferred already, or is no longer pending."""
+    with translate_errors(), engine.begin() as conn:
+        row = conn.execute(
+            q("defer_version"),
+            {
+                "queue_id": queue_id,
+                "version": version,
+                "debounce_ms": debounce_ms,
+                "signals": None if signals is None else json.dumps(signals),
+            },
+        ).first()
+    return None if row is None else int(row.delay_ms)
+
+
+@dataclass(frozen=True)
 class Claimed:
     messages: list[dict]
     fingerprint: str | None
 
 
-def claim_version(engine: Engine, queue_id: str, version: int) -> Claimed | None:
-    """Commit ``processing`` for this version; None when the delivery is stale or a duplicate."""
+def claim_version(
+    engine: Engine, queue_id: str, version: int, signals: dict | None = None
+) -> Claimed | None:
+    """Commit ``processing`` for this version; None when the delivery is stale or a duplicate.
+    ``signals`` (the offline rules' findings) are stored for the next version to compare with."""
     with translate_errors(), engine.begin() as conn:
-        row = conn.execute(q("claim_version"), {"queue_id": queue_id, "version": version}).first()
+        row = conn.execute(
+            q("claim_version"),
+            {
+                "queue_id": queue_id,
+                "version": version,
+                "signals": None if signals is None else json.dumps(signals),
+            },
+        ).first()
     return None if row is None else Claimed(row.messages, row.fingerprint)
+
+
+def _merge(conn: sa.Connection, queue_id: str, version: int, fingerprint: str, data: dict):
+    return conn.execute(
+        q("merge_version"),
+        {
+            "queue_id": queue_id,
+            "version": version,
+            "fingerprint": fingerprint,
+            "data": json.dumps(data),
+        },
+    ).scalar_one()
+
+
+def merge_version(
+    engine: Engine, queue_id: str, version: int, fingerprint: str, data: dict
+) -> dict:
+    """Record one version in the merge ledger and recompute the prospect; a version already
+    in the ledger is not merged again (``{"merged": false, ...}``)."""
+    with translate_errors(), engine.begin() as conn:
+        return _merge(conn, queue_id, version, fingerprint, data)
 
 
 def complete_version(
@@ -240,6 +329,7 @@ def complete_version(
     usage: dict | None,
     extractor: str,
     extractor_reason: str | None = None,
+    claimed: Claimed | None = None,
 ) -> dict | None:
     """Mark the version completed and merge its prospect, in one transaction.
 
@@ -248,27 +338,54 @@ def complete_version(
 
     Returns the merge outcome (``{}`` when the row has no fingerprint), or None when the version
     was no longer ``processing`` -- superseded or completed by another delivery -- in which case
-    nothing is written, so the merge happens exactly once per version.
+    the row is not completed; the merge ledger makes the merge happen at most once per version.
+
+    A version superseded while it was extracted is still the newest extraction of the session
+    when no later one was stored: given ``claimed`` (what was extracted), the row keeps that
+    result and it is merged, so what the visitor said shows in the prospect without waiting for
+    the newer version (which is still processed: it may complete with this result).
     """
+    params = {
+        "queue_id": queue_id,
+        "version": version,
+        "result": json.dumps(result),
+        "usage": None if usage is None else json.dumps(usage),
+        "extractor": extractor,
+        "extractor_reason": extractor_reason,
+    }
     with translate_errors(), engine.begin() as conn:
-        row = conn.execute(
-            q("complete_version"),
-            {
-                "queue_id": queue_id,
-                "version": version,
-                "result": json.dumps(result),
-                "usage": None if usage is None else json.dumps(usage),
-                "extractor": extractor,
-                "extractor_reason": extractor_reason,
-            },
-        ).first()
+        row = conn.execute(q("complete_version"), params).first()
         if row is None:
+            if claimed is not None:
+                kept = conn.execute(
+                    q("keep_superseded_result"),
+                    {**params, "messages": json.dumps(claimed.messages)},
+                ).first()
+                if kept is not None and claimed.fingerprint:
+                    _merge(conn, queue_id, version, claimed.fingerprint, result)
             return None
         if not row.fingerprint:
             return {}
-        return conn.execute(
-            q("merge_prospect"), {"fingerprint": row.fingerprint, "data": json.dumps(result)}
-        ).scalar_one()
+        return _merge(conn, queue_id, version, row.fingerprint, result)
+
+
+def complete_unchanged(engine: Engine, queue_id: str, version: int) -> dict | None:
+    """Complete a version that adds no visitor text with the row's stored result.
+
+    It brings the prospect nothing new, so it is merged only when its fingerprint is not the
+    one the session's result was merged into (a resend that names the visitor); the ledger
+    keeps information, not resends.  Returns the merge outcome (``{}`` when nothing is merged),
+    or None when the version is no longer open or has changed."""
+    with translate_errors(), engine.begin() as conn:
+        row = conn.execute(
+            q("complete_unchanged"), {"queue_id": queue_id, "version": version}
+        ).first()
+        if row is None:
+            return None
+        merged_into = conn.execute(q("session_merged_fingerprint"), {"queue_id": queue_id}).scalar()
+        if not row.fingerprint or row.fingerprint == merged_into:
+            return {}
+        return _merge(conn, queue_id, version, row.fingerprint, row.result)
 
 
 def record_failure(

@@ -24,12 +24,48 @@ SELECT extract(epoch FROM (now() - min(enqueued_at))) AS seconds
   FROM public.nexus_queue
  WHERE status = 'pending';
 
+-- name: version_state
+-- What the worker needs to decide about one version, if it is the row's current version and
+-- still open: whether it adds visitor text to the extracted one, and where it stands in its
+-- quiet window (milliseconds, on the database clock).
+SELECT q.status, q.messages, q.fingerprint, q.result, q.signals, q.retry_count,
+       q.result IS NOT NULL
+           AND q.visitor_hash = public.nexus_visitor_hash(q.messages) AS unchanged,
+       q.deferred_version IS NOT DISTINCT FROM q.version AS deferred,
+       extract(epoch FROM q.due_at - clock_timestamp()) * 1000 AS due_in_ms,
+       extract(epoch FROM clock_timestamp() - q.enqueued_at) * 1000 AS age_ms
+  FROM public.nexus_queue q
+ WHERE q.id = CAST(:queue_id AS uuid) AND q.version = :version
+   AND q.status IN ('pending', 'processing');
+
+-- name: defer_version
+-- Hold this version until the conversation has been quiet for :debounce_ms: record the due
+-- time and send the version's message again, delayed until then -- once per version (a
+-- second delivery finds it deferred already).  Returns the delay, or no row.
+WITH deferred AS (
+    UPDATE public.nexus_queue
+       SET deferred_version = version,
+           due_at = enqueued_at + :debounce_ms * interval '1 millisecond',
+           signals = CAST(:signals AS jsonb)
+     WHERE id = CAST(:queue_id AS uuid) AND version = :version AND status = 'pending'
+       AND deferred_version IS DISTINCT FROM version
+    RETURNING id, version,
+              greatest(0, ceil(extract(epoch FROM due_at - clock_timestamp()) * 1000))::bigint
+                  AS delay_ms)
+SELECT delay_ms,
+       public.broker_enqueue('nexus', 'process_nexus_message',
+                             jsonb_build_array(id::text, version), '{}'::jsonb, '{}'::jsonb,
+                             delay_ms) AS message_id
+  FROM deferred;
+
 -- name: claim_version
 -- Start an attempt on one version of a row.  'processing' is accepted too: a message
 -- redelivered after its worker died must still be processed.  Anything else (completed,
--- failed, or a newer version) makes the delivery a no-op.
+-- failed, or a newer version) makes the delivery a no-op.  :signals (the offline rules'
+-- findings, when the debounce computed them) are kept for the next version to compare with.
 UPDATE public.nexus_queue
-   SET status = 'processing', started_at = now(), updated_at = now()
+   SET status = 'processing', started_at = now(), updated_at = now(),
+       signals = coalesce(CAST(:signals AS jsonb), signals)
  WHERE id = CAST(:queue_id AS uuid) AND version = :version
    AND status IN ('pending', 'processing')
 RETURNING messages, fingerprint;
@@ -40,12 +76,44 @@ RETURNING messages, fingerprint;
 UPDATE public.nexus_queue
    SET status = 'completed', processed_at = now(), updated_at = now(), error_message = NULL,
        result = CAST(:result AS jsonb), usage = CAST(:usage AS jsonb), extractor = :extractor,
-       extractor_reason = :extractor_reason
+       extractor_reason = :extractor_reason,
+       result_version = version, visitor_hash = public.nexus_visitor_hash(messages)
  WHERE id = CAST(:queue_id AS uuid) AND version = :version AND status = 'processing'
 RETURNING fingerprint;
 
--- name: merge_prospect
-SELECT public.update_prospect_data(:fingerprint, CAST(:data AS jsonb)) AS outcome;
+-- name: keep_superseded_result
+-- The extraction of a version superseded while it ran: not a completion (the newer version
+-- is still processed), but the newest extraction so far, so the row keeps it -- the newer
+-- version may add only assistant text and then completes with it -- and it is merged.
+UPDATE public.nexus_queue
+   SET result = CAST(:result AS jsonb), usage = CAST(:usage AS jsonb), extractor = :extractor,
+       extractor_reason = :extractor_reason, result_version = :version,
+       visitor_hash = public.nexus_visitor_hash(CAST(:messages AS jsonb))
+ WHERE id = CAST(:queue_id AS uuid) AND version > :version
+   AND (result_version IS NULL OR result_version < :version)
+RETURNING 1;
+
+-- name: complete_unchanged
+-- A version that adds no visitor text to the extracted one completes with that result.
+UPDATE public.nexus_queue
+   SET status = 'completed', processed_at = now(), updated_at = now(), error_message = NULL
+ WHERE id = CAST(:queue_id AS uuid) AND version = :version
+   AND status IN ('pending', 'processing')
+   AND result IS NOT NULL AND visitor_hash = public.nexus_visitor_hash(messages)
+RETURNING fingerprint, result;
+
+-- name: session_merged_fingerprint
+-- The fingerprint the session's latest merged version went to (none: never merged).
+SELECT fingerprint_id
+  FROM public.prospect_merges
+ WHERE queue_id = CAST(:queue_id AS uuid)
+ ORDER BY version DESC
+ LIMIT 1;
+
+-- name: merge_version
+-- Record the version in the merge ledger and recompute the prospect (sql/migrations/0007).
+SELECT public.nexus_merge_version(CAST(:queue_id AS uuid), :version, :fingerprint,
+                                  CAST(:data AS jsonb)) AS outcome;
 
 -- name: record_failure
 -- One failed attempt: bump retry_count, keep the reason; the last one marks the row failed.

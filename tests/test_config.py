@@ -29,6 +29,14 @@ def test_auto_extractor_is_claude_when_a_key_is_set():
     )
 
 
+def test_debounce_defaults_to_30s_with_claude_and_0_with_rules():
+    assert config.load({}).debounce_ms == 0
+    assert config.load({"ANTHROPIC_API_KEY": "k"}).debounce_ms == 30_000
+    assert config.load({"ANTHROPIC_API_KEY": "k", "NEXUS_EXTRACTOR": "rules"}).debounce_ms == 0
+    assert config.load({"ANTHROPIC_API_KEY": "k", "NEXUS_DEBOUNCE_MS": "0"}).debounce_ms == 0
+    assert config.load({"NEXUS_DEBOUNCE_MS": "1500"}).debounce_ms == 1500
+
+
 def test_values_are_read():
     s = config.load(
         {
@@ -65,6 +73,9 @@ def test_values_are_read():
         ({"NEXUS_FALLBACK": "gpt"}, "NEXUS_FALLBACK"),
         ({"NEXUS_DAILY_TOKEN_BUDGET": "lots"}, "NEXUS_DAILY_TOKEN_BUDGET"),
         ({"NEXUS_DAILY_TOKEN_BUDGET": "-5"}, "NEXUS_DAILY_TOKEN_BUDGET"),
+        ({"NEXUS_DEBOUNCE_MS": "-1"}, "NEXUS_DEBOUNCE_MS"),
+        ({"NEXUS_DEBOUNCE_MS": "30s"}, "NEXUS_DEBOUNCE_MS"),
+        ({"NEXUS_DEBOUNCE_MS": "3600001"}, "NEXUS_DEBOUNCE_MS"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):

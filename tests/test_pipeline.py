@@ -331,7 +331,9 @@ def test_newer_version_arriving_mid_extraction_is_processed(engine, workers, cla
     row = wait_status(engine, first.queue_id, "completed", version=2)
     assert row.result["telefono"] == "+573001234567"
     prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
-    assert prospect.nombre == "Juan Pérez", "the superseded version must not be merged"
+    # Whichever finished first, the newer version's values win (a superseded version's result
+    # is merged only while it is the session's newest extraction).
+    assert prospect.nombre == "Juan Pérez" and prospect.telefono == "+573001234567"
     assert claude.count == 2
 
 
@@ -379,6 +381,197 @@ def test_duplicate_delivery_of_a_completed_version_is_a_no_op(engine, workers):
     after = queue_row(engine, done.queue_id)
     assert after.processed_at == before.processed_at and after.status == "completed"
     assert fetch(engine, "SELECT updated_at FROM prospect_data")[0] == merged_at
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
+
+
+def test_two_concurrent_deliveries_of_one_version_merge_once(engine, workers, claude):
+    both = threading.Event()
+
+    def behaviour(n, body):
+        if n == 2:
+            both.set()
+        both.wait(DEADLINE)  # hold each extraction until both deliveries are extracting
+        return good()
+
+    claude.script(behaviour)
+    done = enqueue(engine, "twice")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT broker_enqueue('nexus', 'process_nexus_message',"
+                " jsonb_build_array(CAST(:id AS text), 1))"
+            ),
+            {"id": done.queue_id},
+        )
+    workers.start(threads=2, **claude_env(claude))
+    wait_status(engine, done.queue_id, "completed")
+    wait_for(lambda: fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0, "the acks")
+    assert claude.count == 2, "both deliveries extracted"
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert prospect.updated_at == prospect.created_at, "merged by one transaction only"
+
+
+# -- debounce and assistant-only versions ------------------------------------------------------
+
+GREETING = [{"role": "user", "content": "hola"}]
+BROWSING = GREETING + [
+    {"role": "assistant", "content": "¡Hola! ¿En qué te puedo ayudar?"},
+    {"role": "user", "content": "solo estoy mirando"},
+]
+#: A debounce no test waits for: a deferred version runs only when the test moves its clock.
+LONG_DEBOUNCE = {"NEXUS_DEBOUNCE_MS": "600000"}
+
+
+def deferred_version(engine, queue_id: str) -> int | None:
+    return fetch(engine, "SELECT deferred_version FROM nexus_queue WHERE id = :id", id=queue_id)[0]
+
+
+def live_messages(engine, queue_id: str, version: int) -> int:
+    return fetch(
+        engine,
+        "SELECT count(*) FROM broker_messages WHERE args ->> 0 = :id AND args -> 1 = to_jsonb(:v)",
+        id=queue_id,
+        v=version,
+    )[0]
+
+
+def fast_forward(engine) -> None:
+    """The quiet window ends now: move the due times of the deferred row and its messages."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE nexus_queue SET due_at = now() WHERE due_at IS NOT NULL"))
+        conn.execute(
+            sa.text("UPDATE broker_messages SET due_at = clock_timestamp() WHERE state = 'ready'")
+        )
+        conn.execute(sa.text("SELECT pg_notify('broker_wakeup', 'nexus')"))
+
+
+def test_a_version_adding_only_assistant_text_is_not_extracted_again(engine, workers, claude):
+    first = enqueue(engine, "assistant-only")
+    workers.start(**claude_env(claude))
+    done = wait_status(engine, first.queue_id, "completed")
+    assert claude.count == 1
+
+    reply = SAMPLE + [{"role": "assistant", "content": "¡Genial! Te cuento cómo funciona."}]
+    second = enqueue(engine, "assistant-only", messages=reply)
+    assert second.version == 2
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert claude.count == 1, "no paid call for the assistant's reply"
+    assert row.result == done.result and row.result_version == 1
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1, "nothing new to merge"
+
+    # The same conversation resent with a fingerprint the session was not merged into.
+    third = db.enqueue(engine, reply, "assistant-only", "fp-other", {})
+    assert third.version == 3
+    wait_status(engine, first.queue_id, "completed", version=3)
+    assert claude.count == 1
+    other = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-other'")
+    assert other.nombre == "Juan Pérez"
+
+
+def test_a_quiet_version_waits_and_a_newer_one_supersedes_it(engine, workers, claude):
+    first = enqueue(engine, "quiet", messages=GREETING)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
+    # The first message is acked just after; the delayed one stays, waiting for its due time.
+    wait_for(lambda: live_messages(engine, first.queue_id, 1) == 1, "the first message's ack")
+    assert fetch(engine, "SELECT state FROM broker_messages")[0] == "ready"
+
+    second = enqueue(engine, "quiet", messages=BROWSING)
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 2, "v2 to be deferred")
+    assert queue_row(engine, first.queue_id).status == "pending" and claude.count == 0
+
+    fast_forward(engine)
+    row = wait_status(engine, first.queue_id, "completed", version=second.version)
+    assert claude.count == 1, "one extraction once the chat went quiet"
+    assert "solo estoy mirando" in json.dumps(claude.requests[0], ensure_ascii=False)
+    assert row.retry_count == 0
+    wait_for(lambda: fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0, "the acks")
+    assert fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0] == 0
+
+
+def test_a_row_enqueued_from_sql_is_debounced_the_same_way(engine, workers, claude):
+    with engine.begin() as conn:
+        queue_id = str(
+            conn.execute(
+                sa.text("SELECT enqueue_nexus_message(CAST(:m AS jsonb), 'psql-quiet', 'fp-q')"),
+                {"m": json.dumps(GREETING)},
+            ).scalar_one()
+        )
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, queue_id) == 1, "v1 to be deferred")
+    assert claude.count == 0
+    fast_forward(engine)
+    wait_status(engine, queue_id, "completed")
+    assert claude.count == 1
+
+
+def test_a_version_with_a_new_phone_is_extracted_at_once(engine, workers, claude):
+    first = enqueue(engine, "urgent", messages=GREETING)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
+
+    phone = BROWSING + [
+        {"role": "assistant", "content": "¿Te llamamos?"},
+        {"role": "user", "content": "sí, mi número es +57 300 123 4567"},
+    ]
+    claude.script(lambda n, body: good(nombre=None, telefono="+573001234567"))
+    enqueue(engine, "urgent", messages=phone)
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert claude.count == 1 and row.result["telefono"] == "+573001234567"
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert prospect.telefono == "+573001234567"
+
+
+def test_a_phone_shows_at_once_even_when_the_reply_supersedes_its_version(engine, workers, claude):
+    release = threading.Event()
+
+    def behaviour(n, body):
+        release.wait(DEADLINE)  # the assistant's reply arrives while this call runs
+        return good(telefono="+573001234567")
+
+    claude.script(behaviour)
+    first = enqueue(engine, "reply-races", messages=LONGER)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: claude.count == 1, "the urgent extraction to start")
+    reply = LONGER + [{"role": "assistant", "content": "¡Gracias! Te llamamos hoy."}]
+    enqueue(engine, "reply-races", messages=reply)
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 2, "v2 to be deferred")
+    release.set()
+
+    # The superseded version's result is merged at once; the row waits for v2.
+    phone_sql = "SELECT count(*) FROM prospect_data WHERE telefono = '+573001234567'"
+    wait_for(lambda: fetch(engine, phone_sql)[0] == 1, "the phone in prospect_data")
+    row = queue_row(engine, first.queue_id)
+    assert (row.status, row.version, row.result_version) == ("pending", 2, 1)
+
+    fast_forward(engine)
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert claude.count == 1, "v2 adds only the reply: completed with v1's result"
+    assert row.result["telefono"] == "+573001234567"
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
+
+
+def test_another_delivery_of_a_deferred_version_is_a_no_op(engine, workers, claude):
+    first = enqueue(engine, "deferred-dup", messages=GREETING)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT broker_enqueue('nexus', 'process_nexus_message',"
+                " jsonb_build_array(CAST(:id AS text), 1))"
+            ),
+            {"id": first.queue_id},
+        )
+    # The duplicate is consumed; only the one delayed message of the version remains.
+    wait_for(lambda: live_messages(engine, first.queue_id, 1) == 1, "the duplicate's ack")
+    assert fetch(engine, "SELECT state FROM broker_messages")[0] == "ready"
+    assert queue_row(engine, first.queue_id).status == "pending" and claude.count == 0
+
+    fast_forward(engine)
+    wait_status(engine, first.queue_id, "completed")
+    assert claude.count == 1
 
 
 def test_sweeper_redispatches_a_row_that_lost_its_message(engine, workers):
