@@ -41,5 +41,6 @@ def fail(engine, queue_id: str, reason: str = "boom") -> None:
 def merge(engine, fingerprint: str, **fields) -> None:
     with db.transaction(engine) as conn:
         conn.execute(
-            db.q("merge_prospect"), {"fingerprint": fingerprint, "data": json.dumps(fields)}
+            sa.text("SELECT public.update_prospect_data(:fingerprint, CAST(:data AS jsonb))"),
+            {"fingerprint": fingerprint, "data": json.dumps(fields)},
         )

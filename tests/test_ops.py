@@ -249,21 +249,14 @@ def test_forget_visitor_erases_everything_and_is_idempotent(engine):
         assert conn.execute(sa.text("SELECT forget_visitor('fp-2')")).scalar_one() == 0
 
 
-def test_forget_visitor_deletes_merge_ledger_rows_when_the_table_exists(engine):
-    # The ledger comes with another migration; this stand-in has the columns forget uses.
-    with db.transaction(engine) as conn:
-        conn.execute(
-            sa.text(
-                "CREATE TABLE prospect_merges (queue_id uuid, version int, fingerprint_id text, "
-                "merged_at timestamptz DEFAULT now(), data jsonb)"
-            )
-        )
+def test_forget_visitor_deletes_merge_ledger_rows(engine):
     a = enqueue(engine, "s-a", "fp-1")
     with db.transaction(engine) as conn:
         conn.execute(
             sa.text(
-                "INSERT INTO prospect_merges (queue_id, version, fingerprint_id) VALUES "
-                "(:a, 1, 'fp-1'), (gen_random_uuid(), 1, 'fp-1'), (gen_random_uuid(), 1, 'fp-9')"
+                "INSERT INTO prospect_merges (queue_id, version, fingerprint_id, data) VALUES "
+                "(:a, 1, 'fp-1', '{}'), (gen_random_uuid(), 1, 'fp-1', '{}'), "
+                "(gen_random_uuid(), 1, 'fp-9', '{}')"
             ),
             {"a": a},
         )
@@ -329,14 +322,8 @@ def test_expire_prospects_deletes_stale_ones_with_their_ledger(engine):
     with db.transaction(engine) as conn:
         conn.execute(
             sa.text(
-                "CREATE TABLE prospect_merges (queue_id uuid, version int, fingerprint_id text, "
-                "merged_at timestamptz DEFAULT now(), data jsonb)"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO prospect_merges (queue_id, version, fingerprint_id) VALUES "
-                "(gen_random_uuid(), 1, 'fp-old'), (gen_random_uuid(), 1, 'fp-new')"
+                "INSERT INTO prospect_merges (queue_id, version, fingerprint_id, data) VALUES "
+                "(gen_random_uuid(), 1, 'fp-old', '{}'), (gen_random_uuid(), 1, 'fp-new', '{}')"
             )
         )
     merge(engine, "fp-old", nombre="Eva")
@@ -398,7 +385,8 @@ def test_forget_waits_for_a_worker_completing_the_row_without_deadlock(engine):
             "forget to wait for the row lock",
         )
         worker.execute(
-            db.q("merge_prospect"), {"fingerprint": "fp-1", "data": '{"email": "a@b.co"}'}
+            sa.text("SELECT public.update_prospect_data(:fingerprint, CAST(:data AS jsonb))"),
+            {"fingerprint": "fp-1", "data": '{"email": "a@b.co"}'},
         )
         tx.commit()
     finally:

@@ -284,8 +284,7 @@ END $$;
 
 -- Erase a visitor: the prospect row, every queue row with that fingerprint, their live broker
 -- messages and dead letters (matched by queue id), and the merge ledger's rows
--- (prospect_merges, when that table exists -- it comes with a later migration, hence dynamic
--- SQL).  Counts per kind; idempotent (a second call deletes nothing).
+-- (prospect_merges).  Counts per kind; idempotent (a second call deletes nothing).
 CREATE FUNCTION public.nexus_forget_visitor(
     p_fingerprint text,
     OUT prospects integer, OUT queue_rows integer, OUT merges integer,
@@ -312,13 +311,9 @@ BEGIN
      WHERE d.actor_name = 'process_nexus_message' AND d.args ->> 0 = ANY (v_ids);
     GET DIAGNOSTICS dead_letters = ROW_COUNT;
 
-    merges := 0;
-    IF to_regclass('public.prospect_merges') IS NOT NULL THEN
-        EXECUTE 'DELETE FROM public.prospect_merges
-                  WHERE fingerprint_id = $1 OR queue_id::text = ANY ($2)'
-          USING p_fingerprint, v_ids;
-        GET DIAGNOSTICS merges = ROW_COUNT;
-    END IF;
+    DELETE FROM public.prospect_merges m
+     WHERE m.fingerprint_id = p_fingerprint OR m.queue_id::text = ANY (v_ids);
+    GET DIAGNOSTICS merges = ROW_COUNT;
 
     DELETE FROM public.nexus_queue q WHERE q.id::text = ANY (v_ids);
     GET DIAGNOSTICS queue_rows = ROW_COUNT;
@@ -356,9 +351,7 @@ BEGIN
         RETURN 0;
     END IF;
     -- The ledger first, in case it references its prospect.
-    IF to_regclass('public.prospect_merges') IS NOT NULL THEN
-        EXECUTE 'DELETE FROM public.prospect_merges WHERE fingerprint_id = ANY ($1)' USING v_ids;
-    END IF;
+    DELETE FROM public.prospect_merges m WHERE m.fingerprint_id = ANY (v_ids);
     DELETE FROM public.prospect_data p WHERE p.fingerprint_id = ANY (v_ids);
     RETURN cardinality(v_ids);
 END $$;
