@@ -18,7 +18,7 @@ import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from .errors import DatabaseError, DatabaseUnavailable
+from .errors import DatabaseError, DatabaseUnavailable, IntegrityError
 
 #: Where the SQL files live (the package is installed in editable mode from the checkout).
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -138,7 +138,8 @@ def _primary_message(exc: sa.exc.SQLAlchemyError) -> str:
 @contextlib.contextmanager
 def translate_errors():
     """Translate driver errors once, at the edge: "no database" becomes
-    :class:`DatabaseUnavailable`, any other failure :class:`DatabaseError`.  Both carry
+    :class:`DatabaseUnavailable`, a violated constraint :class:`IntegrityError` (a
+    :class:`DatabaseError`), any other failure :class:`DatabaseError`.  All carry
     PostgreSQL's primary message only (its DETAIL may quote the failing row), and the driver's
     exception is not chained, so no traceback repeats the statement's data."""
     try:
@@ -147,6 +148,8 @@ def translate_errors():
         message = _primary_message(exc)
         if is_unavailable(exc):
             raise DatabaseUnavailable(message) from None
+        if isinstance(exc, sa.exc.IntegrityError):
+            raise IntegrityError(message) from None
         raise DatabaseError(message) from None
 
 

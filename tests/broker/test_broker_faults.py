@@ -224,7 +224,10 @@ def test_claim_reads_only_due_rows_whatever_the_history(broker: PostgresBroker) 
         + str(q("claim"))
         .replace(":queue_name", "'default'")
         .replace(":worker_id", "gen_random_uuid()")
-        .replace(":limit", "16"),
+        .replace(":limit", "16")
+        .replace(":default_max_retries", "20")
+        .replace(":max_retries", "'{}'")
+        .replace(":extra_deliveries", "3"),
     )[0][0][0]
     assert "broker_messages_ready_idx" in str(plan)
     assert plan["Plan"]["Shared Hit Blocks"] < 20, plan
