@@ -255,7 +255,8 @@ class PostgresBroker(dramatiq.Broker):
     def enqueue(
         self, message: Message, *, delay: int | None = None, connection: sa.Connection | None = None
     ) -> Message:
-        """Store ``message``, due in ``delay`` ms.
+        """Store ``message``, due in ``delay`` ms.  Idempotent on the message id: an id that
+        is live or dead-lettered already is a no-op (the first message stands).
 
         With ``connection`` (a SQLAlchemy Connection in a transaction of the caller's), the
         message is written in that transaction: it exists, and consumers are woken, only if

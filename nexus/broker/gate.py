@@ -37,6 +37,7 @@ class Gate(Middleware):
         broker.drain()
 
     def after_worker_boot(self, broker: PostgresBroker, worker) -> None:
+        broker.draining.clear()  # a new Worker on a broker whose previous one stopped
         if threading.current_thread() is not threading.main_thread():
             return
         previous = signal.getsignal(signal.SIGTERM)
