@@ -236,7 +236,7 @@ class Consumer(dramatiq.Consumer):
         for r in rows:
             if r.spent:
                 logger.error(
-                    "Message %s (%s) dead-lettered: delivered %d time(s) without an outcome; "
+                    "Message %s (%s) dead-lettered: claimed %d time(s) without an outcome; "
                     "it may kill its worker.",
                     r.message_id,
                     r.actor_name,

@@ -15,6 +15,7 @@ from dramatiq.message import Message
 from nexus import errors
 from nexus.broker import PostgresBroker
 from nexus.broker.completions import ACK, RETRY, Completion, clean_text
+from nexus.broker.lease import Lease, monotonic
 from nexus.broker.watchdog import EXIT_THREAD_DIED
 from nexus.db import translate_errors
 from tests.waiting import wait_for
@@ -200,6 +201,27 @@ def test_a_dead_broker_thread_exits_the_worker(runs_db: str, worker_processes, t
 
 
 # -- lease loss and the delivery cap -----------------------------------------------------
+
+
+def test_the_lease_is_valid_until_it_may_have_lapsed() -> None:
+    # Given a 6 s lease renewed by a heartbeat sent at t
+    lease = Lease(6_000)
+    assert not lease.valid()  # never renewed
+    t = monotonic()
+    lease.renewed(t)
+
+    # Then it holds for messages of this epoch until t + 6 s (exclusive), not after
+    assert lease.valid(t + 5.999) and not lease.valid(t + 6.0)
+    assert lease.holds(lease.epoch) and not lease.holds(lease.epoch - 1)
+
+    # And a lapse makes every earlier claim suspect, even once renewed again
+    epoch = lease.epoch
+    lease.lapse()
+    assert not lease.valid()
+    lease.renewed(monotonic())
+    assert lease.valid() and not lease.holds(epoch) and lease.holds(epoch + 1)
+    lease.renewed(t)  # an older renewal arriving late changes nothing
+    assert lease.valid()
 
 
 @pytest.mark.fault
