@@ -158,14 +158,13 @@ class Completions(GuardedThread):
     def _bury(self, c: Completion, exc: Exception) -> None:
         reason = clean_text(f"its {c.kind} could not be written: {type(exc).__name__}: {exc}")
         logger.error("Message %s: %s; dead-lettering it.", c.message_id, reason)
-        if c.kind != DEAD:
-            try:
-                self._write([replace(c, kind=DEAD, error=reason[:REASON_LIMIT], traceback=None)])
-                return
-            except Exception as again:
-                if isinstance(again, sa.exc.SQLAlchemyError) and is_unavailable(again):
-                    raise
-                exc = again
+        try:  # a dead letter with nothing but the reason (no traceback, no original error)
+            self._write([replace(c, kind=DEAD, error=reason[:REASON_LIMIT], traceback=None)])
+            return
+        except Exception as again:
+            if isinstance(again, sa.exc.SQLAlchemyError) and is_unavailable(again):
+                raise
+            exc = again
         # Even its dead letter fails: leave it claimed; this worker's lease releases it at
         # exit, and the delivery cap ends it.
         logger.error(
