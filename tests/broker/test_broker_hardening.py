@@ -255,6 +255,7 @@ def test_a_stopped_worker_past_its_lease_does_not_run_its_prefetched_messages(
             what="A to give q back",
         )
         assert events(runs_db, "q") == [("done", b_pid)]
+        wait_for(lambda: "1 late ack outcome(s) fenced out" in a.output(), what="A's late ack")
         broker.join("default", timeout=10_000)
         assert broker.stats()["dead_letters"] == 0
     finally:
