@@ -111,3 +111,11 @@ def sabotage(thread: str) -> None:
     else:
         raise ValueError(thread)
     record(thread, "sabotaged")
+
+
+@dramatiq.actor(max_retries=0)
+def hog(key: str, n: int) -> None:
+    """Holds the GIL for the whole of ``sum(range(n))`` (no heartbeat meanwhile)."""
+    record(key, "start")
+    sum(range(n))
+    record(key, "done")

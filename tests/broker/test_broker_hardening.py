@@ -292,6 +292,38 @@ def test_a_message_that_kills_its_worker_ends_in_the_dead_letters(
         broker.close()
 
 
+@pytest.mark.fault
+@pytest.mark.slow
+def test_a_job_holding_the_gil_past_the_lease_cannot_livelock_two_workers(
+    runs_db: str, worker_processes
+) -> None:
+    # Given two workers (1 thread each, 2 s leases) and a job that holds the GIL for about
+    # twice the lease (each worker that takes it stalls, and the other reclaims it), with a
+    # quick message queued behind it
+    for _ in range(2):
+        worker_processes(runs_db, threads=1, BROKER_TEST_LEASE_MS="2000")
+    wait_for(lambda: sql(runs_db, "SELECT count(*) FROM broker_workers")[0][0] == 2)
+    broker = PostgresBroker(runs_db)
+    try:
+        broker.enqueue(message("hog", "h", 4 * 10**8))
+        broker.enqueue(message("run", "q"))
+
+        # Then everything ends: the quick message ran exactly once, and the hog was started at
+        # most max_retries + 3 = 3 times (dead-lettered at the cap, unless one run kept its
+        # claim to the end and was acked)
+        wait_for(lambda: broker.stats()["backlog"] == 0, timeout=120, what="the queue to end")
+        assert [e for e, _ in events(runs_db, "q")] == ["done"]
+        starts = [e for e, _ in events(runs_db, "h")].count("start")
+        assert 1 <= starts <= 3
+        dead = broker.dead_letters()
+        assert [d.error for d in dead] in (
+            [],
+            ["delivered 3 times without an outcome (worker lost)"],
+        )
+    finally:
+        broker.close()
+
+
 # -- SIGTERM ----------------------------------------------------------------------------
 
 
