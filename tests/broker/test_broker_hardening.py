@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import uuid
 
 import dramatiq
@@ -174,6 +175,39 @@ def test_an_error_with_a_lone_surrogate_does_not_stop_the_acks(
         assert wp.proc.poll() is None
     finally:
         broker.close()
+
+
+def test_close_leaves_a_hung_heartbeat_its_own_connection(broker: PostgresBroker) -> None:
+    # Given a consuming broker whose heartbeat hangs inside a statement of its connection
+    @dramatiq.actor(broker=broker)
+    def job():
+        pass
+
+    consumer = broker.consume(job.queue_name, prefetch=1, timeout=100)
+    heartbeat = broker.heartbeat
+    hung, release, seen = threading.Event(), threading.Event(), {}
+
+    def hang(conn):
+        seen["conn"] = conn
+        hung.set()
+        release.wait(60)
+        return 1
+
+    heartbeat.beat = lambda: heartbeat._link.run(hang)
+    wait_for(hung.is_set, what="the heartbeat to hang")
+    try:
+        # When the broker is closed (the heartbeat's join times out)
+        consumer.close()
+        broker.close()
+
+        # Then the claims were released on another connection, and the hung thread's
+        # connection was neither used nor closed under it
+        assert sql(broker.url, "SELECT count(*) FROM broker_workers") == [(0,)]
+        assert not seen["conn"].closed
+    finally:
+        release.set()
+    heartbeat.join(10)
+    assert not heartbeat.is_alive()
 
 
 # -- no silent thread death --------------------------------------------------------------
