@@ -173,7 +173,14 @@ class PostgresBroker(dramatiq.Broker):
         return next((m for m in self.middleware if isinstance(m, Retries)), None)
 
     def add_middleware(self, middleware: Middleware, *, before=None, after=None) -> None:
-        super().add_middleware(replace_dramatiq_retries(middleware), before=before, after=after)
+        """As Dramatiq's, except that our Retries replaces Dramatiq's and that middleware
+        added at the end goes before the :class:`Gate`, which stays last: every middleware
+        then sees both hooks of a message the Gate skips (a Prometheus gauge stays right)."""
+        middleware = replace_dramatiq_retries(middleware)
+        at_end = before is None and after is None and not isinstance(middleware, Gate)
+        if at_end and any(isinstance(m, Gate) for m in self.middleware):
+            before = Gate
+        super().add_middleware(middleware, before=before, after=after)
 
     def _start(self) -> None:
         """Start the process's listener, heartbeat and outcome writer (once, on consume)."""

@@ -35,10 +35,10 @@ def test_dramatiq_retries_is_replaced_with_its_settings() -> None:
     broker.add_middleware(dramatiq.middleware.Retries(max_retries=1))
 
     # Then ours stands in for it, keeping the settings (no second enqueue of a failed message),
-    # next to the broker's own Gate
-    assert [type(m) for m in broker.middleware] == [Retries, Gate, Retries]
+    # and the broker's own Gate stays last
+    assert [type(m) for m in broker.middleware] == [Retries, Retries, Gate]
     assert (broker.retries.max_retries, broker.retries.min_backoff) == (7, 10)
-    assert broker.middleware[2].max_retries == 1
+    assert broker.middleware[1].max_retries == 1
 
 
 def test_default_middleware_and_retry_defaults() -> None:
