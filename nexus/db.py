@@ -20,7 +20,7 @@ import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from .errors import DatabaseError, DatabaseUnavailable
+from .errors import DatabaseError, DatabaseUnavailable, IntegrityError
 
 
 def _sql_dir() -> Path:
@@ -150,7 +150,8 @@ def _primary_message(exc: sa.exc.SQLAlchemyError) -> str:
 @contextlib.contextmanager
 def translate_errors():
     """Translate driver errors once, at the edge: "no database" becomes
-    :class:`DatabaseUnavailable`, any other failure :class:`DatabaseError`.  Both carry
+    :class:`DatabaseUnavailable`, a violated constraint :class:`IntegrityError` (a
+    :class:`DatabaseError`), any other failure :class:`DatabaseError`.  All carry
     PostgreSQL's primary message only (its DETAIL may quote the failing row), and the driver's
     exception is not chained, so no traceback repeats the statement's data."""
     try:
@@ -159,6 +160,8 @@ def translate_errors():
         message = _primary_message(exc)
         if is_unavailable(exc):
             raise DatabaseUnavailable(message) from None
+        if isinstance(exc, sa.exc.IntegrityError):
+            raise IntegrityError(message) from None
         raise DatabaseError(message) from None
 
 

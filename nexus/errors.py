@@ -19,6 +19,10 @@ class DatabaseError(NexusError):
     kept in broker history without copying personal data."""
 
 
+class IntegrityError(DatabaseError):
+    """A statement violated a constraint (unique key, foreign key, check, not null)."""
+
+
 class MigrationError(NexusError):
     """A migration file could not be applied; the message names the file."""
 
