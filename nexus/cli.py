@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from . import __version__, config, migrations
@@ -53,8 +54,11 @@ def _child_env(url: str) -> dict[str, str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Hold the database, apply migrations, then run web + worker + clock under honcho."""
     settings = _settings()
-    with database(settings, "run") as url:
+    # One prometheus multiprocess directory for web and worker, fresh each run (the library
+    # wants it empty at start), unless the operator named one.
+    with database(settings, "run") as url, tempfile.TemporaryDirectory(prefix="nexus-prom-") as tmp:
         env = _child_env(url)
+        env["PROMETHEUS_MULTIPROC_DIR"] = settings.metrics_dir or tmp
         for m in migrations.upgrade(url):
             print(f"applied {m.version}_{m.name}", flush=True)
         procfile = str(CHECKOUT / "Procfile")

@@ -147,3 +147,16 @@ SELECT model, calls, input_tokens, output_tokens, cache_write_tokens, cache_read
 
 -- name: ops_expire_prospects
 SELECT public.nexus_expire_prospects(CAST(:max_age AS interval), :limit) AS deleted;
+
+-- -- admin surface ------------------------------------------------------------------------------
+-- The admin surface (/metrics, /admin): functions of migration 0010, callable by nexus_web.
+-- The rest it shows comes from 0008's ops_* queries (nexus/ops.py).
+
+-- name: admin_status_counts
+SELECT status, count FROM public.nexus_admin_status_counts();
+
+-- name: admin_minutes
+SELECT minute, accepted, completed, failed FROM public.nexus_admin_minutes(:minutes);
+
+-- name: admin_processing_times
+SELECT completed, p50_s, p95_s FROM public.nexus_admin_processing_times(:window_s);

@@ -12,11 +12,12 @@ last one, or an error that retrying cannot fix, marks the row ``failed``.
 """
 
 import logging
+import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
 
-from nexus import db
+from nexus import db, metrics
 from nexus.errors import PermanentExtractionError
 
 from . import resources
@@ -48,7 +49,9 @@ def process_nexus_message(queue_id: str, version: int) -> None:
         return
     try:
         extractor = resources.extractor()
+        started = time.perf_counter()
         extracted = extractor.extract(claimed.messages)
+        metrics.extraction_done(extractor.name, time.perf_counter() - started, extracted.usage)
         outcome = db.complete_version(
             engine,
             queue_id,
@@ -58,6 +61,7 @@ def process_nexus_message(queue_id: str, version: int) -> None:
             extractor.name,
         )
     except (Exception, TimeLimitExceeded) as exc:
+        metrics.extraction_failed(exc)
         final = isinstance(exc, PermanentExtractionError) or (
             _attempts_so_far() >= settings().max_retries
         )
