@@ -25,6 +25,7 @@ VARIABLES = (
     "NEXUS_ALLOWED_ORIGINS",
     "NEXUS_ADMIN_TOKEN",
     "PROMETHEUS_MULTIPROC_DIR",
+    "NEXUS_PROSPECT_RETENTION_DAYS",
 )
 
 #: A current Haiku-class model id listed by the pinned anthropic SDK (not deprecated).
@@ -36,6 +37,8 @@ DEFAULT_MAX_BACKOFF_MS = 300_000  #: milliseconds
 EXTRACTORS = ("auto", "claude", "rules")
 #: Shortest admin token accepted (characters): anything shorter is guessable.
 MIN_ADMIN_TOKEN_CHARS = 16
+#: Longest prospect retention accepted (days): 100 years.
+MAX_RETENTION_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     #: prometheus_client's multiprocess directory (read by the library itself at import).
     metrics_dir: str | None = None
+    #: Days a prospect not updated is kept; None keeps prospects for ever.
+    prospect_retention_days: int | None = None
 
     @property
     def effective_extractor(self) -> str:
@@ -139,4 +144,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         allowed_origins=tuple(origins),
         admin_token=admin_token,
         metrics_dir=metrics_dir,
+        prospect_retention_days=(
+            _int(env, "NEXUS_PROSPECT_RETENTION_DAYS", 0, 1, MAX_RETENTION_DAYS) or None
+        ),
     )

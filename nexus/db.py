@@ -8,6 +8,7 @@ build queries.  Driver errors that mean "the database is not there" are translat
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import json
 import re
 from dataclasses import dataclass
@@ -20,8 +21,18 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from .errors import DatabaseError, DatabaseUnavailable
 
-#: Where the SQL files live (the package is installed in editable mode from the checkout).
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+def _sql_dir() -> Path:
+    """``nexus/sql`` inside an installed package (setup.py copies the checkout's ``sql/``
+    there at build time), else -- an editable install -- the checkout's ``sql/``."""
+    packaged = Path(str(importlib.resources.files("nexus") / "sql"))
+    if (packaged / "migrations").is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+#: Where the SQL files live: queries.sql, broker.sql, migrations/.
+SQL_DIR = _sql_dir()
 #: Seconds libpq may take to open a connection (libpq's own default is to wait forever).
 CONNECT_TIMEOUT = 2
 #: Seconds to wait for a pooled connection; well under gunicorn's 30 s worker timeout.

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from . import db
 from .config import Settings
-from .errors import NexusError
+from .errors import DatabaseUnavailable, NexusError
 
 #: SQLSTATE the operation functions raise for an unknown id in strict mode (no_data_found).
 NOT_FOUND = "P0002"
@@ -72,14 +72,17 @@ def parse_ids(values: Iterable[str]) -> list[str]:
 @contextlib.contextmanager
 def _transaction(engine: Engine) -> Iterator[sa.Connection]:
     """A transaction with driver errors translated; an unknown id becomes :class:`NotFound`."""
-    with db.translate_errors():
-        try:
-            with engine.begin() as conn:
-                yield conn
-        except sa.exc.DBAPIError as exc:
-            if getattr(exc.orig, "pgcode", None) == NOT_FOUND:
-                raise NotFound(exc.orig.diag.message_primary) from None
-            raise
+    try:
+        with db.translate_errors():
+            try:
+                with engine.begin() as conn:
+                    yield conn
+            except sa.exc.DBAPIError as exc:
+                if getattr(exc.orig, "pgcode", None) == NOT_FOUND:
+                    raise NotFound(exc.orig.diag.message_primary) from None
+                raise
+    except DatabaseUnavailable as exc:
+        raise DatabaseUnavailable(f"cannot reach the database: {exc}") from None
 
 
 def _rows(conn: sa.Connection, name: str, **params: Any) -> list[dict]:

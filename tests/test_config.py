@@ -12,6 +12,12 @@ def test_defaults():
     assert (s.max_retries, s.min_backoff_ms, s.max_backoff_ms) == (5, 2000, 300000)
     assert s.extractor == "auto" and s.effective_extractor == "rules"
     assert s.model == config.DEFAULT_MODEL and s.allowed_origins == ()
+    assert s.prospect_retention_days is None
+
+
+def test_prospect_retention_days():
+    assert config.load({"NEXUS_PROSPECT_RETENTION_DAYS": "90"}).prospect_retention_days == 90
+    assert config.load({"NEXUS_PROSPECT_RETENTION_DAYS": " "}).prospect_retention_days is None
 
 
 def test_auto_extractor_is_claude_when_a_key_is_set():
@@ -51,6 +57,9 @@ def test_values_are_read():
         ({"NEXUS_EXTRACTOR": "claude"}, "ANTHROPIC_API_KEY"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"NEXUS_ALLOWED_ORIGINS": "example.com"}, "NEXUS_ALLOWED_ORIGINS"),
+        ({"NEXUS_PROSPECT_RETENTION_DAYS": "0"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
+        ({"NEXUS_PROSPECT_RETENTION_DAYS": "30d"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
+        ({"NEXUS_PROSPECT_RETENTION_DAYS": "-5"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):

@@ -363,21 +363,20 @@ BEGIN
     IF p_max_age IS NULL OR p_max_age <= interval '0' THEN
         RAISE EXCEPTION 'p_max_age must be a positive interval' USING ERRCODE = '22023';
     END IF;
-    WITH doomed AS (
-        SELECT p.fingerprint_id FROM public.prospect_data p
-         WHERE p.updated_at < now() - p_max_age
-         ORDER BY p.updated_at
-         LIMIT p_limit
-         FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM public.prospect_data p USING doomed
-         WHERE p.fingerprint_id = doomed.fingerprint_id
-        RETURNING p.fingerprint_id
-    )
-    SELECT coalesce(array_agg(fingerprint_id), '{}') INTO v_ids FROM gone;
-    IF cardinality(v_ids) > 0 AND to_regclass('public.prospect_merges') IS NOT NULL THEN
+    SELECT coalesce(array_agg(d.fingerprint_id), '{}') INTO v_ids
+      FROM (SELECT p.fingerprint_id FROM public.prospect_data p
+             WHERE p.updated_at < now() - p_max_age
+             ORDER BY p.updated_at
+             LIMIT p_limit
+             FOR UPDATE SKIP LOCKED) d;
+    IF cardinality(v_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    -- The ledger first, in case it references its prospect.
+    IF to_regclass('public.prospect_merges') IS NOT NULL THEN
         EXECUTE 'DELETE FROM public.prospect_merges WHERE fingerprint_id = ANY ($1)' USING v_ids;
     END IF;
+    DELETE FROM public.prospect_data p WHERE p.fingerprint_id = ANY (v_ids);
     RETURN cardinality(v_ids);
 END $$;
 
