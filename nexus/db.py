@@ -339,6 +339,12 @@ def _admin_core(conn: sa.Connection) -> dict:
     }
 
 
+def fold_queue_tally(engine: Engine) -> None:
+    """Fold the status tally's deltas (the clock's sweeper does, every 30 s)."""
+    with translate_errors(), engine.begin() as conn:
+        conn.execute(q("fold_queue_tally"))
+
+
 def admin_metrics(engine: Engine) -> dict:
     """What a scrape of /metrics reads: ``{"status_counts": {status: n} (all time),
     "oldest_pending_s", "broker": {queue: {ready, delayed, claimed, dead}}, "workers_live"}``."""

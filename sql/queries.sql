@@ -155,6 +155,9 @@ SELECT public.nexus_expire_prospects(CAST(:max_age AS interval), :limit) AS dele
 -- name: admin_status_counts
 SELECT status, count FROM public.nexus_admin_status_counts();
 
+-- name: fold_queue_tally
+SELECT public.nexus_tally_fold();
+
 -- name: admin_minutes
 SELECT minute, accepted, completed, failed FROM public.nexus_admin_minutes(:minutes);
 

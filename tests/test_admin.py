@@ -357,6 +357,23 @@ def test_tally_matches_a_full_count_through_every_kind_of_change(engine):
     assert set(dict(sql(engine, "SELECT * FROM nexus_admin_status_counts()")).values()) == {0}
 
 
+def test_the_worker_role_keeps_the_tally_and_folds_it(engine):
+    queue_id = enqueue(engine, "s-1")
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL ROLE nexus_worker"))
+        conn.execute(
+            sa.text("UPDATE nexus_queue SET status = 'processing' WHERE id = CAST(:id AS uuid)"),
+            {"id": queue_id},
+        )
+    assert sql(engine, "SELECT count(*) FROM nexus_queue_tally_delta")[0][0] == 3
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL ROLE nexus_worker"))
+        conn.execute(db.q("fold_queue_tally"))
+    assert sql(engine, "SELECT count(*) FROM nexus_queue_tally_delta")[0][0] == 0
+    db.fold_queue_tally(engine)
+    assert dict(sql(engine, "SELECT * FROM nexus_admin_status_counts()")) == true_counts(engine)
+
+
 def test_web_role_reads_through_functions_only(engine):
     with engine.begin() as conn:
         conn.execute(sa.text("SET LOCAL ROLE nexus_web"))

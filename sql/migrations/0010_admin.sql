@@ -251,6 +251,9 @@ REVOKE EXECUTE ON FUNCTION
     public.nexus_admin_processing_times(integer)
 FROM PUBLIC;
 
+-- The clock's sweeper folds the deltas every 30 s, so they stay few between scrapes.
+GRANT EXECUTE ON FUNCTION public.nexus_tally_fold() TO nexus_worker;
+
 DO $$
 DECLARE
     r text;
