@@ -17,6 +17,7 @@ environment: whoever sets ``PROMETHEUS_MULTIPROC_DIR`` must do so before importi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 
@@ -32,7 +33,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from . import db
-from .errors import DatabaseError
+from .errors import DatabaseError, DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 #: The multiprocess directory prometheus_client saw at import (None: in-memory metrics).
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -131,7 +134,8 @@ class DatabaseCollector:
         up = GaugeMetricFamily("nexus_database_up", "1 when the database answered this scrape.")
         try:
             snap = db.admin_metrics(self.engine)
-        except DatabaseError:
+        except (DatabaseUnavailable, DatabaseError) as exc:
+            log.warning("metrics: the database did not answer: %s", exc)
             up.add_metric([], 0)
             yield up
             return

@@ -286,6 +286,18 @@ def test_metrics_show_the_database_and_the_requests(app, client):
     assert after == (before or 0) + 1
 
 
+def test_metrics_without_a_database_still_answer_with_the_process_metrics():
+    # Nothing listens on port 1: every connection is refused at once.
+    app = make_app("postgresql://nexus@127.0.0.1:1/nexus", NEXUS_ADMIN_TOKEN=TOKEN)
+    resp = app.test_client().get("/metrics", headers=BEARER)
+    assert resp.status_code == 200
+    text = resp.get_data(as_text=True)
+    assert sample(text, "nexus_database_up") == 0
+    assert sample(text, "nexus_queue_rows", status="pending") is None
+    assert "# TYPE nexus_http_requests_total counter" in text
+    app.extensions["nexus_engine"].dispose()
+
+
 def test_extraction_metrics_are_recorded_by_kind_and_reason():
     metrics.extraction_done("rules", 0.002, None)
     metrics.extraction_done(
