@@ -34,6 +34,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 
 from . import db, metrics, ops
 
@@ -69,6 +70,13 @@ SECURITY_HEADERS = {
 _PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return super().get_cookie_secure(app) or request.is_secure
+
+
 def init_app(app: Flask, token: str) -> None:
     """Enable the admin surface on ``app``, guarded by ``token``."""
     app.extensions["nexus_admin_token"] = token.encode()
@@ -80,6 +88,7 @@ def init_app(app: Flask, token: str) -> None:
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
     )
+    app.session_interface = _SessionInterface()
     app.register_blueprint(bp)
 
 

@@ -152,6 +152,14 @@ def test_login_form_sets_a_strict_httponly_session(client):
     assert client.get("/metrics").status_code == 200
 
 
+def test_the_session_cookie_is_secure_over_https(app):
+    client = app.test_client()
+    resp = client.post("/admin/login", data={"token": TOKEN}, base_url="https://admin.example")
+    assert "Secure" in resp.headers["Set-Cookie"]
+    plain = app.test_client().post("/admin/login", data={"token": TOKEN})
+    assert "Secure" not in plain.headers["Set-Cookie"]
+
+
 def test_a_session_made_with_another_token_is_refused(db_url, client):
     login(client)
     other = make_app(db_url, NEXUS_ADMIN_TOKEN="another-token-0123456789")
