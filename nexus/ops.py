@@ -82,7 +82,7 @@ def _transaction(engine: Engine) -> Iterator[sa.Connection]:
                     raise NotFound(exc.orig.diag.message_primary) from None
                 raise
     except DatabaseUnavailable as exc:
-        raise DatabaseUnavailable(f"cannot reach the database: {exc}") from None
+        raise DatabaseUnavailable(f"database unavailable: {exc}") from None
 
 
 def _rows(conn: sa.Connection, name: str, **params: Any) -> list[dict]:

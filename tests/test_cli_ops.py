@@ -210,4 +210,4 @@ def test_unreachable_database_is_one_line_exit_1(tmp_path):
         )
         assert result.returncode == 1 and result.stdout == ""
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("nexus: cannot reach the database"), lines
+        assert len(lines) == 1 and lines[0].startswith("nexus: database unavailable: "), lines

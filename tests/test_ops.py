@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 
 import pytest
 import sqlalchemy as sa
 
 from nexus import config, db, ops
 from tests.opsdata import enqueue, fail, merge
+from tests.waiting import wait_for
 
 
 def one(engine, sql: str, **params):
@@ -366,3 +368,47 @@ def test_web_role_may_call_the_read_and_retry_functions_but_not_forget(engine):
         with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
             conn.execute(sa.text("SELECT forget_visitor('x')"))
         conn.rollback()
+
+
+def test_forget_waits_for_a_worker_completing_the_row_without_deadlock(engine):
+    """The worker's completion locks the queue row, then the prospect (the merge); forget
+    takes them in the same order, so it waits for the worker and then erases both."""
+    qid = enqueue(engine, "s-a", "fp-1")
+    merge(engine, "fp-1", nombre="Ana")
+    assert db.claim_version(engine, qid, 1) is not None
+    worker = engine.connect()
+    try:
+        tx = worker.begin()
+        worker.execute(
+            sa.text("UPDATE nexus_queue SET status = 'completed' WHERE id = :i"), {"i": qid}
+        )
+        outcome: dict = {}
+        forgetting = threading.Thread(
+            target=lambda: outcome.update(ops.forget_visitor(engine, "fp-1"))
+        )
+        forgetting.start()
+        wait_for(
+            lambda: (
+                one(
+                    engine,
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%nexus_forget_visitor%'",
+                ).n
+            ),
+            "forget to wait for the row lock",
+        )
+        worker.execute(
+            db.q("merge_prospect"), {"fingerprint": "fp-1", "data": '{"email": "a@b.co"}'}
+        )
+        tx.commit()
+    finally:
+        worker.close()
+    forgetting.join(timeout=60)
+    assert outcome == {
+        "prospects": 1,
+        "queue_rows": 1,
+        "merges": 0,
+        "broker_messages": 1,
+        "dead_letters": 0,
+    }
+    assert ops.prospects(engine) == []

@@ -316,11 +316,12 @@ BEGIN
     IF p_fingerprint IS NULL OR length(p_fingerprint) = 0 THEN
         RAISE EXCEPTION 'p_fingerprint must not be empty' USING ERRCODE = '22023';
     END IF;
-    -- Lock the prospect first (the merge locks it too), then the rows.
-    PERFORM 1 FROM public.prospect_data WHERE fingerprint_id = p_fingerprint FOR UPDATE;
+    -- Lock in the worker's order -- queue rows, then the prospect -- so a worker completing
+    -- one of these rows right now finishes first (or finds its row gone), never deadlocks.
     SELECT coalesce(array_agg(q.id::text), '{}') INTO v_ids
       FROM (SELECT q.id FROM public.nexus_queue q WHERE q.fingerprint = p_fingerprint
              ORDER BY q.id FOR UPDATE) q;
+    PERFORM 1 FROM public.prospect_data WHERE fingerprint_id = p_fingerprint FOR UPDATE;
 
     DELETE FROM public.broker_messages m
      WHERE m.actor_name = 'process_nexus_message' AND m.args ->> 0 = ANY (v_ids);
