@@ -150,8 +150,9 @@ def test_operator_logs_in_sees_the_counts_and_retries_a_failed_row(db_url, engin
             )["queueId"]
             for name, messages in sessions.items()
         }
+        dramatiq_port = free_port()
         workers.start(
-            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), dramatiq_prom_port=str(free_port())
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), dramatiq_prom_port=str(dramatiq_port)
         )
         for queue_id in ids.values():
             wait_status(engine, queue_id, "completed")
@@ -210,6 +211,15 @@ def test_operator_logs_in_sees_the_counts_and_retries_a_failed_row(db_url, engin
         assert sample(text, "nexus_http_requests_total", endpoint="/admin", status="200") >= 2
         processed = {"queue_name": "nexus", "actor_name": "process_nexus_message"}
         assert sample(text, "dramatiq_messages_total", **processed) == 4
+
+        # And the worker's own exposition server (Dramatiq's middleware) shows the same.
+        def worker_metrics():
+            status, text = get(f"http://127.0.0.1:{dramatiq_port}/metrics")
+            return text if status == 200 else None
+
+        text = wait_for(worker_metrics, "the worker's exposition server")
+        assert sample(text, "dramatiq_messages_total", **processed) == 4
+        assert sample(text, "nexus_extraction_seconds_count", extractor="rules") == 4
     finally:
         workers.stop()
         web.stop()

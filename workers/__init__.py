@@ -4,15 +4,13 @@ broker from the environment, then registers the actors.
 A bad setting stops the process at start with one line naming the variable.
 """
 
-import os
 import signal
 import sys
-import tempfile
 import time
 
 import dramatiq
 
-from nexus import config
+from nexus import config, worker_metrics
 from nexus.broker import PostgresBroker
 from nexus.embedded import resolve_url
 from nexus.errors import ConfigError
@@ -25,30 +23,9 @@ except ConfigError as exc:
 
 dramatiq.set_broker(broker)
 
-
-def _export_metrics() -> None:
-    """Dramatiq's Prometheus middleware (its own exposition server: one forked process per
-    ``dramatiq`` command, on ``dramatiq_prom_host``:``dramatiq_prom_port``, default here
-    127.0.0.1:9191) and nexus's worker metrics share one multiprocess directory:
-    ``PROMETHEUS_MULTIPROC_DIR`` when set (``nexus run`` shares it with the web, whose /metrics
-    then shows the workers' metrics too), else Dramatiq's ``dramatiq_prom_db`` (default
-    ``$TMPDIR/dramatiq-prometheus``).  Set before prometheus_client is first imported, which
-    reads it once."""
-    shared = (
-        settings.metrics_dir
-        or os.environ.get("dramatiq_prom_db")  # noqa: SIM112  (Dramatiq spells it so)
-        or os.path.join(tempfile.gettempdir(), "dramatiq-prometheus")
-    )
-    os.makedirs(shared, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
-    os.environ["dramatiq_prom_db"] = shared  # noqa: SIM112
-    os.environ.setdefault("dramatiq_prom_host", "127.0.0.1")
-    from dramatiq.middleware.prometheus import Prometheus
-
-    broker.add_middleware(Prometheus())
-
-
-_export_metrics()
+# Dramatiq's Prometheus middleware and nexus's worker metrics, in one directory (see
+# nexus.worker_metrics); set up before prometheus_client is first imported.
+broker.add_middleware(worker_metrics.middleware(settings))
 
 #: Seconds within which a repeated SIGTERM counts as the same stop request.
 SIGTERM_ECHO_S = 2.0
