@@ -118,6 +118,18 @@ class Web:
         self.log.close()
 
 
+def web_env(db_url: str, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in config.VARIABLES}
+    env.update(
+        DATABASE_URL=db_url,
+        NEXUS_ADMIN_TOKEN=TOKEN,
+        PYTHONPATH=str(ROOT),
+        PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        **extra,
+    )
+    return env
+
+
 def db_counts(engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT status, count(*) FROM nexus_queue GROUP BY status"))
@@ -130,15 +142,7 @@ def test_operator_logs_in_sees_the_counts_and_retries_a_failed_row(db_url, engin
     executable = chromium_path()
     metrics_dir = tmp_path / "prom"
     metrics_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in config.VARIABLES}
-    env.update(
-        DATABASE_URL=db_url,
-        NEXUS_ADMIN_TOKEN=TOKEN,
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-        PYTHONPATH=str(ROOT),
-        PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-    )
-    web = Web(env, tmp_path)
+    web = Web(web_env(db_url, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)), tmp_path)
     workers = Workers(db_url, tmp_path)
     try:
         # Given three conversations posted to the web and processed by a real worker.
@@ -222,4 +226,24 @@ def test_operator_logs_in_sees_the_counts_and_retries_a_failed_row(db_url, engin
         assert sample(text, "nexus_extraction_seconds_count", extractor="rules") == 4
     finally:
         workers.stop()
+        web.stop()
+
+
+@pytest.mark.slow
+def test_gunicorn_processes_count_into_one_place_without_a_configured_directory(db_url, tmp_path):
+    """The Procfile's web line alone (no PROMETHEUS_MULTIPROC_DIR): its gunicorn config makes
+    a directory for the two processes, so /metrics shows their sum, whichever answers."""
+    web = Web(web_env(db_url), tmp_path)
+    scrape = {"Authorization": f"Bearer {TOKEN}"}
+    health = {"endpoint": "/api/nexus/producer", "status": "200"}
+    try:
+        before = sample(get(web.url + "/metrics", scrape)[1], "nexus_http_requests_total", **health)
+        for _ in range(30):
+            assert get(web.url + "/api/nexus/producer")[0] == 200
+        for _ in range(4):  # several scrapes: each may be answered by either process
+            after = sample(
+                get(web.url + "/metrics", scrape)[1], "nexus_http_requests_total", **health
+            )
+            assert after - before == 30
+    finally:
         web.stop()
