@@ -179,6 +179,12 @@ class _Exposition:
         self.collectors = list(collectors)
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "nexus_metrics_multiprocess",
+            "1 when the process metrics shown are summed over PROMETHEUS_MULTIPROC_DIR (every "
+            "process of the host), 0 when they are the answering process's own.",
+            value=1 if MULTIPROC_DIR else 0,
+        )
         for collector in self.collectors:
             yield from collector.collect()
 

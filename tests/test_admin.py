@@ -290,6 +290,7 @@ def test_metrics_show_the_database_and_the_requests(app, client):
     assert sample(text, "nexus_broker_messages", queue="nexus", state="dead") == 0
     assert sample(text, "nexus_queue_oldest_pending_seconds") > 0
     assert sample(text, "nexus_database_up") == 1
+    assert sample(text, "nexus_metrics_multiprocess") == 0  # the suite counts in memory
     after = sample(text, "nexus_http_requests_total", endpoint="/metrics", status="200")
     assert after == (before or 0) + 1
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def free_port() -> int:
 def get(url: str, headers: dict | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -81,27 +82,24 @@ def sample(text: str, name: str, **labels) -> float | None:
     return None
 
 
+def procfile_command(kind: str) -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith(f"{kind}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {kind} line in the Procfile")
+
+
 class Web:
-    """The Procfile's web command (gunicorn), with the admin surface enabled."""
+    """The Procfile's own web line (gunicorn, 2 processes), run as a Procfile runner does:
+    under bash, with PORT set."""
 
     def __init__(self, env: dict, tmp_path: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp_path / "web.log", "wb")  # noqa: SIM115
-        gunicorn = str(Path(sys.executable).parent / "gunicorn")
         self.proc = subprocess.Popen(
-            [
-                gunicorn,
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                "2",
-                "--threads",
-                "2",
-                "--no-control-socket",
-                "nexus.web:create_app()",
-            ],  # fmt: skip
-            env=env,
+            ["bash", "-c", "exec " + procfile_command("web")],
+            env={**env, "PORT": str(self.port)},
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -236,14 +234,22 @@ def test_gunicorn_processes_count_into_one_place_without_a_configured_directory(
     web = Web(web_env(db_url), tmp_path)
     scrape = {"Authorization": f"Bearer {TOKEN}"}
     health = {"endpoint": "/api/nexus/producer", "status": "200"}
+
+    def served() -> float:
+        status, text = get(web.url + "/metrics", scrape)
+        assert status == 200, text
+        assert sample(text, "nexus_metrics_multiprocess") == 1
+        value = sample(text, "nexus_http_requests_total", **health)
+        assert value is not None, text
+        return value
+
     try:
-        before = sample(get(web.url + "/metrics", scrape)[1], "nexus_http_requests_total", **health)
-        for _ in range(30):
-            assert get(web.url + "/api/nexus/producer")[0] == 200
-        for _ in range(4):  # several scrapes: each may be answered by either process
-            after = sample(
-                get(web.url + "/metrics", scrape)[1], "nexus_http_requests_total", **health
-            )
-            assert after - before == 30
+        before = served()
+        # Concurrent clients, so that both processes answer some.
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: get(web.url + "/api/nexus/producer")[0], range(60)))
+        assert answers == [200] * 60
+        for _ in range(6):  # several scrapes: each may be answered by either process
+            assert served() - before == 60
     finally:
         web.stop()
