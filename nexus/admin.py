@@ -56,7 +56,8 @@ TABLE_ROWS = 50
 SESSION_LIFETIME = dt.timedelta(hours=8)
 #: Drawing area of the chart, in SVG user units.
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 720, 180, 28
-SERIES = ("accepted", "completed", "failed")
+#: Drawn in this order: accepted (dashed) last, over the others.
+SERIES = ("completed", "failed", "accepted")
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
