@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -140,8 +141,11 @@ def cmd_run() -> int:
             f"nexus run needs a checkout (no Procfile at {procfile}); in an installed "
             "package, run the Procfile's commands under your process manager"
         )
-    with database(settings, "run") as url:
+    # One prometheus multiprocess directory for web and worker, fresh each run (the library
+    # wants it empty at start), unless the operator named one.
+    with database(settings, "run") as url, tempfile.TemporaryDirectory(prefix="nexus-prom-") as tmp:
         env = _child_env(url)
+        env["PROMETHEUS_MULTIPROC_DIR"] = settings.metrics_dir or tmp
         for m in migrations.upgrade(url):
             print(f"applied {m.version}_{m.name}", flush=True)
         cmd = [

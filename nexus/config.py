@@ -30,6 +30,8 @@ VARIABLES = (
     "NEXUS_MIN_BACKOFF_MS",
     "NEXUS_MAX_BACKOFF_MS",
     "NEXUS_ALLOWED_ORIGINS",
+    "NEXUS_ADMIN_TOKEN",
+    "PROMETHEUS_MULTIPROC_DIR",
     "NEXUS_PROSPECT_RETENTION_DAYS",
     "NEXUS_FALLBACK",
     "NEXUS_DAILY_TOKEN_BUDGET",
@@ -43,6 +45,8 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_MIN_BACKOFF_MS = 2_000  #: milliseconds
 DEFAULT_MAX_BACKOFF_MS = 300_000  #: milliseconds
 EXTRACTORS = ("auto", "claude", "rules")
+#: Shortest admin token accepted (characters): anything shorter is guessable.
+MIN_ADMIN_TOKEN_CHARS = 16
 #: Longest prospect retention accepted (days): 100 years.
 MAX_RETENTION_DAYS = 36_500
 #: What extracts a row when Claude fails permanently: the rules extractor, or nothing (failed).
@@ -64,6 +68,10 @@ class Settings:
     min_backoff_ms: int = DEFAULT_MIN_BACKOFF_MS
     max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    #: Enables /metrics and /admin; None leaves them 404.
+    admin_token: str | None = field(default=None, repr=False)
+    #: prometheus_client's multiprocess directory (read by the library itself at import).
+    metrics_dir: str | None = None
     #: Days a prospect not updated is kept; None keeps prospects for ever.
     prospect_retention_days: int | None = None
     fallback: str = "rules"
@@ -169,6 +177,21 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             )
         origins.append(origin)
 
+    admin_token = env.get("NEXUS_ADMIN_TOKEN", "").strip() or None
+    if admin_token is not None and (
+        len(admin_token) < MIN_ADMIN_TOKEN_CHARS or not admin_token.isprintable()
+    ):
+        raise ConfigError(
+            f"NEXUS_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} printable characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')"
+        )
+
+    metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None
+    if metrics_dir is not None and not os.path.isdir(metrics_dir):
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR must be an existing directory, got {metrics_dir!r}"
+        )
+
     return Settings(
         database_url=url,
         port=_int(env, "PORT", DEFAULT_PORT, 1, 65_535),
@@ -179,6 +202,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         min_backoff_ms=min_backoff,
         max_backoff_ms=max_backoff,
         allowed_origins=tuple(origins),
+        admin_token=admin_token,
+        metrics_dir=metrics_dir,
         prospect_retention_days=(
             _int(env, "NEXUS_PROSPECT_RETENTION_DAYS", 0, 1, MAX_RETENTION_DAYS) or None
         ),

@@ -482,3 +482,57 @@ def sweep_stuck_rows(engine: Engine, min_age_s: int) -> int:
     """Give a new broker message to every row stuck without one; returns how many."""
     with translate_errors(), engine.begin() as conn:
         return conn.execute(q("sweep_stuck_rows"), {"min_age_s": min_age_s}).scalar_one()
+
+
+# -- the admin surface: functions only (the web's role may call nothing else) ----------------
+# Status counts, the per-minute chart and processing times come from migration 0010 (a tally,
+# cheap with millions of rows); ages, broker backlog and workers from 0008's ops_* queries.
+
+
+def _admin_core(conn: sa.Connection) -> dict:
+    counts = {r.status: r.count for r in conn.execute(q("admin_status_counts"))}
+    oldest = conn.execute(q("ops_oldest_ages")).one().oldest_pending_s
+    broker = {
+        r.queue_name: {
+            "ready": r.ready,
+            "delayed": r.delayed,
+            "claimed": r.claimed,
+            "dead": r.dead_letters,
+        }
+        for r in conn.execute(q("ops_queue_stats"))
+    }
+    return {
+        "status_counts": counts,
+        "oldest_pending_s": None if oldest is None else float(oldest),
+        "broker": broker,
+    }
+
+
+def fold_queue_tally(engine: Engine) -> None:
+    """Fold the status tally's deltas (the clock's sweeper does, every 30 s)."""
+    with translate_errors(), engine.begin() as conn:
+        conn.execute(q("fold_queue_tally"))
+
+
+def admin_metrics(engine: Engine) -> dict:
+    """What a scrape of /metrics reads: ``{"status_counts": {status: n} (all time),
+    "oldest_pending_s", "broker": {queue: {ready, delayed, claimed, dead}}, "workers_live"}``."""
+    with translate_errors(), engine.begin() as conn:
+        snap = _admin_core(conn)
+        snap["workers_live"] = len(conn.execute(q("ops_live_workers")).all())
+    return snap
+
+
+def admin_overview(engine: Engine, minutes: int = 60) -> dict:
+    """The dashboard's numbers: :func:`admin_metrics`'s, the live workers (dicts), the
+    per-minute chart (``minutes`` points ``{minute, accepted, completed, failed}``, oldest
+    first) and processing time p50 / p95 (seconds) of the versions completed in that window."""
+    with translate_errors(), engine.begin() as conn:
+        snap = _admin_core(conn)
+        snap["workers"] = [r._asdict() for r in conn.execute(q("ops_live_workers"))]
+        snap["minutes"] = [
+            r._asdict() for r in conn.execute(q("admin_minutes"), {"minutes": minutes})
+        ]
+        times = conn.execute(q("admin_processing_times"), {"window_s": minutes * 60}).one()
+    snap["processing"] = {"completed": times.completed, "p50_s": times.p50_s, "p95_s": times.p95_s}
+    return snap

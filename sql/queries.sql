@@ -212,6 +212,7 @@ SELECT fingerprint_id, nombre, email, telefono, ocupacion, nivel_interes, objeci
 
 -- name: ops_expire_prospects
 SELECT public.nexus_expire_prospects(CAST(:max_age AS interval), :limit) AS deleted;
+
 -- name: record_llm_call
 INSERT INTO public.llm_calls (queue_id, version, model, outcome, input_tokens, output_tokens,
                               cache_creation_input_tokens, cache_read_input_tokens)
@@ -239,3 +240,19 @@ SELECT model,
  WHERE at >= :since
  GROUP BY model
  ORDER BY model;
+
+-- -- admin surface ------------------------------------------------------------------------------
+-- The admin surface (/metrics, /admin): functions of migration 0010, callable by nexus_web.
+-- The rest it shows comes from 0008's ops_* queries (nexus/ops.py).
+
+-- name: admin_status_counts
+SELECT status, count FROM public.nexus_admin_status_counts();
+
+-- name: fold_queue_tally
+SELECT public.nexus_tally_fold();
+
+-- name: admin_minutes
+SELECT minute, accepted, completed, failed FROM public.nexus_admin_minutes(:minutes);
+
+-- name: admin_processing_times
+SELECT completed, p50_s, p95_s FROM public.nexus_admin_processing_times(:window_s);

@@ -59,3 +59,12 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path, empty_db_url):
     assert "Queue rows" in status.stdout and "pending" in status.stdout
     # The worker's package ships too: the Procfile's worker imports it.
     run([str(python), "-c", "import workers.pipeline, nexus.web"], cwd=elsewhere, env=env)
+    # The admin dashboard's templates and stylesheet ship too.
+    admin = (
+        "from nexus.web import create_app; c = create_app().test_client(); "
+        "print(c.get('/admin/login').status_code, c.get('/admin/static/admin.css').status_code)"
+    )
+    shown = run(
+        [str(python), "-c", admin], cwd=elsewhere, env={**env, "NEXUS_ADMIN_TOKEN": "t" * 20}
+    )
+    assert shown.stdout.split() == ["200", "200"]

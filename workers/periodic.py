@@ -37,7 +37,9 @@ def cleanup_old_nexus_queue() -> None:
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def sweep_stuck_rows() -> None:
-    """Re-dispatch rows stuck in pending/processing that have no live broker message."""
+    """Re-dispatch rows stuck in pending/processing that have no live broker message; fold
+    the status tally's deltas (so they stay few even when nobody scrapes /metrics)."""
     swept = db.sweep_stuck_rows(resources.engine(), STUCK_AFTER_S)
+    db.fold_queue_tally(resources.engine())
     if swept:
         log.warning("re-dispatched %d stuck rows", swept)

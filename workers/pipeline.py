@@ -29,11 +29,12 @@ last one, or an error that retrying cannot fix, marks the row ``failed``.
 """
 
 import logging
+import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
 
-from nexus import db, debounce
+from nexus import db, debounce, metrics
 from nexus.errors import ExtractionError, PermanentExtractionError
 
 from . import resources
@@ -59,12 +60,18 @@ def _record_calls(engine, queue_id: str, version: int, calls) -> None:
 
 
 def _extract(engine, extractor, queue_id: str, version: int, messages):
-    """Extract, and record the usage of every LLM call it made, failed calls included."""
+    """Extract, and record the usage of every LLM call it made, failed calls included (in the
+    database and in the metrics), and the time it took."""
+    started = time.perf_counter()
     try:
         extracted = extractor.extract(messages)
     except ExtractionError as exc:
+        metrics.count_calls(exc.calls)
         _record_calls(engine, queue_id, version, exc.calls)
         raise
+    metrics.extraction_done(
+        extracted.extractor or extractor.name, time.perf_counter() - started, extracted.calls
+    )
     _record_calls(engine, queue_id, version, extracted.calls)
     return extracted
 
@@ -122,6 +129,7 @@ def process_nexus_message(queue_id: str, version: int) -> None:
             claimed,
         )
     except (Exception, TimeLimitExceeded) as exc:
+        metrics.extraction_failed(exc)
         final = isinstance(exc, PermanentExtractionError) or (
             _attempts_so_far() >= settings().max_retries
         )

@@ -105,19 +105,37 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 $$;
 
 -- Failed rows, newest failure first.  p_since NULL = all; failed_at is when the last attempt
--- failed.  The conversation itself is not returned.
-CREATE FUNCTION public.nexus_failed_rows(p_since interval DEFAULT NULL, p_limit integer DEFAULT 100)
+-- failed.  The conversation itself is not returned.  The index is in exactly this order; the
+-- body is plpgsql so each call is planned with its limit known (a SQL function was planned once
+-- with the limit unknown, and that plan read and sorted every failed row: ~90 ms for 20,000
+-- failed rows of 1,000,000); this reads the first page's index entries only.
+CREATE INDEX nexus_queue_failed_page_idx ON public.nexus_queue (processed_at DESC NULLS LAST, id)
+    WHERE status = 'failed';
+
+CREATE FUNCTION public.nexus_failed_rows(
+    p_since interval DEFAULT NULL, p_limit integer DEFAULT 100)
 RETURNS TABLE (id uuid, session_id text, fingerprint text, version integer,
                error_message text, retry_count integer, failed_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT q.id, q.session_id, q.fingerprint, q.version, q.error_message, q.retry_count,
-           q.processed_at
-      FROM public.nexus_queue q
-     WHERE q.status = 'failed'
-       AND (p_since IS NULL OR q.processed_at > now() - p_since)
-     ORDER BY q.processed_at DESC NULLS LAST, q.id
-     LIMIT p_limit;
-$$;
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF p_since IS NULL THEN
+        RETURN QUERY
+        SELECT q.id, q.session_id, q.fingerprint, q.version, q.error_message, q.retry_count,
+               q.processed_at
+          FROM public.nexus_queue q
+         WHERE q.status = 'failed'
+         ORDER BY q.processed_at DESC NULLS LAST, q.id
+         LIMIT p_limit;
+    ELSE
+        RETURN QUERY
+        SELECT q.id, q.session_id, q.fingerprint, q.version, q.error_message, q.retry_count,
+               q.processed_at
+          FROM public.nexus_queue q
+         WHERE q.status = 'failed' AND q.processed_at > now() - p_since
+         ORDER BY q.processed_at DESC NULLS LAST, q.id
+         LIMIT p_limit;
+    END IF;
+END $$;
 
 -- Dead letters, newest first (ids only: messages never carry a conversation).
 CREATE FUNCTION public.broker_dead_letter_list(p_limit integer DEFAULT 100)
