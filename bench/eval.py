@@ -27,7 +27,7 @@ from nexus.extraction.evaluation import FIELDS, evaluate, load  # noqa: E402
 from nexus.extraction.rules import RulesExtractor  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "eval.json"
-SPLITS = ("all", "holdout", "holdout2", "blind", "blind2", "blind3")
+SPLITS = ("all", "holdout", "holdout2", "blind", "blind2", "blind3", "blind4")
 
 
 class _Metered:
