@@ -23,6 +23,8 @@ VARIABLES = (
     "NEXUS_MIN_BACKOFF_MS",
     "NEXUS_MAX_BACKOFF_MS",
     "NEXUS_ALLOWED_ORIGINS",
+    "NEXUS_MAX_EXTRACT_CHARS",
+    "NEXUS_PHONE_REGION",
 )
 
 #: A current Haiku-class model id listed by the pinned anthropic SDK (not deprecated).
@@ -32,6 +34,14 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_MIN_BACKOFF_MS = 2_000  #: milliseconds
 DEFAULT_MAX_BACKOFF_MS = 300_000  #: milliseconds
 EXTRACTORS = ("auto", "claude", "rules")
+#: Characters of a conversation the extractors read, newest kept.  Both extractors' cost
+#: grows with it; the upper bound is the HTTP body limit (1 MiB).
+DEFAULT_MAX_EXTRACT_CHARS = 24_000
+MAX_EXTRACT_CHARS_RANGE = (1_000, 1_048_576)
+#: ISO 3166 region assumed for a phone number typed without a country code.  The seed is
+#: Colombian Spanish, and most visitors of a Spanish-language widget type their national
+#: number ("311 456 7890"), so Colombia is the default; set it to the market you sell in.
+DEFAULT_PHONE_REGION = "CO"
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,8 @@ class Settings:
     min_backoff_ms: int = DEFAULT_MIN_BACKOFF_MS
     max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    max_extract_chars: int = DEFAULT_MAX_EXTRACT_CHARS
+    phone_region: str = DEFAULT_PHONE_REGION
 
     @property
     def effective_extractor(self) -> str:
@@ -104,6 +116,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             )
         origins.append(origin)
 
+    region = env.get("NEXUS_PHONE_REGION", "").strip().upper() or DEFAULT_PHONE_REGION
+    if region not in _phone_regions():
+        raise ConfigError(
+            f"NEXUS_PHONE_REGION must be a two-letter region code such as CO, MX or ES, "
+            f"got {region!r}"
+        )
+
     return Settings(
         database_url=url,
         port=_int(env, "PORT", DEFAULT_PORT, 1, 65_535),
@@ -114,4 +133,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         min_backoff_ms=min_backoff,
         max_backoff_ms=max_backoff,
         allowed_origins=tuple(origins),
+        max_extract_chars=_int(
+            env, "NEXUS_MAX_EXTRACT_CHARS", DEFAULT_MAX_EXTRACT_CHARS, *MAX_EXTRACT_CHARS_RANGE
+        ),
+        phone_region=region,
     )
+
+
+def _phone_regions() -> frozenset[str]:
+    """The regions libphonenumber knows (imported here only, at validation time)."""
+    import phonenumbers
+
+    return frozenset(phonenumbers.SUPPORTED_REGIONS)

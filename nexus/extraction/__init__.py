@@ -30,15 +30,23 @@ __all__ = [
 
 def get_extractor(settings: Settings) -> Extractor:
     """The extractor ``settings.effective_extractor`` names; one instance per configuration."""
-    return _extractor(settings.effective_extractor, settings.anthropic_api_key, settings.model)
+    return _extractor(
+        settings.effective_extractor,
+        settings.anthropic_api_key,
+        settings.model,
+        settings.max_extract_chars,
+        settings.phone_region,
+    )
 
 
 @lru_cache(maxsize=8)
-def _extractor(kind: str, api_key: str | None, model: str) -> Extractor:
+def _extractor(
+    kind: str, api_key: str | None, model: str, max_chars: int, phone_region: str
+) -> Extractor:
     if kind == "claude":
         from .claude import ClaudeExtractor
 
-        return ClaudeExtractor(api_key, model)
+        return ClaudeExtractor(api_key, model, budget=max_chars)
     from .rules import RulesExtractor
 
-    return RulesExtractor()
+    return RulesExtractor(max_chars=max_chars, phone_region=phone_region)

@@ -45,9 +45,9 @@ import time
 
 import anthropic
 
-from ..config import DEFAULT_MODEL
+from ..config import DEFAULT_MAX_EXTRACT_CHARS, DEFAULT_MODEL
 from ..errors import PermanentExtractionError, RetryableExtractionError
-from .base import ExtractionResult, Messages
+from .base import ExtractionResult, Messages, newest
 from .prompt import SYSTEM_PROMPT, TOOL, TOOL_NAME
 from .prospect import Prospect, normalise
 
@@ -55,7 +55,7 @@ DEFAULT_TIMEOUT = 30.0  #: seconds per HTTP attempt (connect + read)
 SDK_MAX_RETRIES = 1  #: quick retries made inside the SDK per queue attempt
 QUICK_RETRY_LIMIT = 2.0  #: seconds; a Retry-After above this is left to the queue's backoff
 MAX_TOKENS = 600  #: output tokens; the tool input is ~100-150 tokens
-CONVERSATION_BUDGET = 24_000  #: characters of conversation sent, newest kept (~6-8k tokens)
+CONVERSATION_BUDGET = DEFAULT_MAX_EXTRACT_CHARS  #: characters of conversation sent (~6-8k tokens)
 ANSWER_ATTEMPTS = 2  #: calls per extraction when the answer lacks the tool call
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -101,28 +101,26 @@ def leave_long_waits_to_the_queue(request, call_next):
 
 
 def render(messages: Messages, budget: int = CONVERSATION_BUDGET) -> str:
-    """The conversation as one user turn: JSON-quoted lines, the newest ``budget`` characters.
+    """The conversation as one user turn: JSON-quoted lines of the newest ``budget`` characters.
 
-    Quoting each message keeps visitor text visibly data, whatever it contains.  Older
-    messages are dropped whole; a single newest message longer than the budget keeps its end.
+    Quoting each message keeps visitor text visibly data, whatever it contains.  Which part of
+    the conversation is read is :func:`~nexus.extraction.base.newest`'s choice, shared with the
+    rules extractor: older messages are dropped whole, and the oldest one kept, if cut, keeps
+    its end (marked ``(final)``).
     """
-    lines: list[str] = []
-    used = 0
     usable = [m for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
-    for message in reversed(usable):
+    kept = newest(usable, budget)
+    first = usable[len(usable) - len(kept)] if kept else None
+    cut = first is not None and len(kept[0]["content"]) < len(first["content"])
+    lines = []
+    for i, message in enumerate(kept):
         who = "visitante" if message.get("role") == "user" else "asistente"
-        line = f"{who}: {json.dumps(message['content'], ensure_ascii=False)}"
-        if used + len(line) > budget:
-            if not lines:
-                lines.append(
-                    f"{who} (final): {json.dumps(message['content'][-budget:], ensure_ascii=False)}"
-                )
-            break
-        lines.append(line)
-        used += len(line) + 1
-    dropped = len(usable) - len(lines)
+        if i == 0 and cut:
+            who += " (final)"
+        lines.append(f"{who}: {json.dumps(message['content'], ensure_ascii=False)}")
+    dropped = len(usable) - len(kept)
     note = [f"({dropped} mensajes anteriores omitidos)"] if dropped else []
-    body = "\n".join(note + lines[::-1])
+    body = "\n".join(note + lines)
     return f"<conversacion>\n{body}\n</conversacion>\nRegistra el prospecto con {TOOL_NAME}."
 
 

@@ -14,6 +14,14 @@ preference between two numbers ("mejor el cel") is honoured.
 Interest follows SPEC section 6's rubric exactly: +2 name, +3 phone, +1.5 email, +2 intent
 words, -3 "no me interesa", clamped to 0..10.  All patterns are compiled at import; a typical
 conversation takes well under a millisecond.
+
+Cost is linear in the text read, whatever the text: only the newest ``max_chars`` characters
+are read (:func:`~.base.newest`), and no pattern may backtrack super-linearly.  Python's ``re``
+guarantees nothing, so every pattern here is written for it: a pattern searched through the
+text can only start where its first token starts (a lookbehind rejects positions inside a
+run it would scan again), runs are taken possessively (``++``, ``*+``) where giving back
+cannot help, and what follows a cue is read through a bounded window (``_REACH``), never to
+the end of the text.  ``tests/extraction/test_linear_time.py`` feeds 1 MiB adversarial inputs.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from ..config import DEFAULT_MAX_EXTRACT_CHARS, DEFAULT_PHONE_REGION
 from . import lexicon
-from .base import ExtractionResult, Messages
+from .base import ExtractionResult, Messages, newest
 from .prospect import normalise, normalise_email, normalise_phone
 
 #: How sure a name cue is: a self-correction ("bueno, Brenda Saldaña") beats "me llamo", which
@@ -55,6 +64,11 @@ def _alternation(parts: tuple[str, ...] | str) -> re.Pattern[str]:
 _INTENT = _alternation(lexicon.INTENT)
 _REJECTION = _alternation(lexicon.REJECTION)
 _NEGATED = re.compile(r"(?:\bno|\bni|\btampoco)\s+(?:me\s+|lo\s+)?$")
+#: Characters read around a cue: a negation before it, a name or an address next to it.
+_REACH = 96
+_NEGATION_REACH = 24
+_MAX_NAME_WORD = 40  #: characters; a longer "word" is not part of a name
+_MAX_CONTACTS = 20  #: the last emails / phone numbers given that are checked
 _OBJECTIONS = {name: _alternation(parts) for name, parts in lexicon.OBJECTIONS.items()}
 _ARCHETYPES = {
     name: [(weight, _alternation(p)) for weight, p in cues]
@@ -114,37 +128,44 @@ _GREETINGS = frozenset(
 #: Quoted or injected structured data: a JSON object, a "system:" line, <system> tags.
 _INJECTED = re.compile(
     r"\{\s*[\"'][^\"'{}]*[\"']\s*:(?:[^{}]|\{[^{}]*\})*(?:\}|$)"
-    r"|<\s*(system|assistant|developer|instructions?|sistema)\b[^>]*>.*?(?:<\s*/\s*\1\s*>|$)"
+    r"|<\s*+(system|assistant|developer|instructions?|sistema)\b[^<>]*+>.*?(?:<\s*/\s*\1\s*>|$)"
     r"|<\s*/?\s*(?:user|system|assistant|developer|instructions?|sistema)\s*>"
-    r"|(?:^|(?<=[\n.!?;>\]}\"]))[ \t]*[\[#*(]*[ \t]*(?:system|sistema|assistant|asistente"
-    r"|developer|admin)[ \t]*[\]#*)]*[ \t]*:[^\n]*",
+    r"|(?:^|(?<=[\n.!?;>\]}\"]))[ \t]*+[\[#*(]*+[ \t]*+(?:system|sistema|assistant|asistente"
+    r"|developer|admin)[ \t]*+[\]#*)]*+[ \t]*+:[^\n]*+",
     re.S,
 )
 _NAME_SPAN = re.compile(r"[\s:\-]*([^,.;:!?¡¿()\[\]{}<>\"\n\d@/=]*)")
 _WORD = re.compile(r"[^\W\d_]+(?:['\-][^\W\d_]+)*")
-_CLAUSE = re.compile(r"[,.;:!?\n]+")
+_CLAUSE_TEXT = re.compile(r"[^,.;:!?\n]++")
 _FILLERS = frozenset(
     ["si", "claro", "ok", "okay", "hola", "buenas", "dale", "sure", "yes", "vale", "bueno"]
     + ["pues", "jaja", "ya", "con"]
 )
 _PARTICLES = frozenset(["de", "del", "la", "las", "los"])
 _NOT_COUNTED = _PARTICLES | {"y"}
-_REPLY_TAIL = re.compile(r"[\s,]*(?:(?:pero|aunque|y|o|mas)\s+)?$")
+#: A connector left at the end of a reply cut before a nickname: "catalina pero".
+_TRAILING_CONNECTOR = re.compile(r"(?<![\w'])(?:pero|aunque|y|o|mas)$")
+_REPLY_REACH = 300  #: characters; a longer clause is not a bare name
 _MAX_NAME_WORDS = 4
 
-_EMAIL = re.compile(r"[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+_EMAIL = re.compile(r"(?<![\w.%+\-])[\w.%+\-]++@[\w\-]++(?:\.[\w\-]++)+")
 #: A spelled-out address: "ana punto ruiz arroba gmail punto com", "ana_r (at) mail . com".
 _LOCAL_SEP = r"(?:[._\-]|[ \t]+[._\-][ \t]+|\s+(?:punto|dot|guion\s+bajo|underscore|guion|dash)\s+)"
 _DOMAIN_SEP = r"(?:\.|[ \t]+\.[ \t]+|\s+(?:punto|dot)\s+|\s*[(\[](?:punto|dot)[)\]]\s*)"
 _SPOKEN_EMAIL = re.compile(
-    rf"(?<![\w.@%+\-])([a-z0-9%+]+(?:{_LOCAL_SEP}[a-z0-9%+]+)*)"
+    rf"(?<![\w.@%+\-])([a-z0-9%+]{{1,64}}(?:{_LOCAL_SEP}[a-z0-9%+]{{1,64}}){{0,8}})"
     r"(?:\s*[(\[{<]\s*(?:arroba|at)\s*[)\]}>]\s*|\s+arroba\s+|\s+@\s*|\s*@\s+)"
-    rf"([a-z0-9\-]+(?:{_DOMAIN_SEP}[a-z0-9\-]+)+)(?![\w@])"
+    rf"([a-z0-9\-]{{1,63}}(?:{_DOMAIN_SEP}[a-z0-9\-]{{1,63}}){{1,6}})(?![\w@])"
 )
 _SPOKEN_SEP = re.compile(
     r"\s*(?:(\.|punto|dot)|(_|guion\s+bajo|underscore)|(-|guion|dash)|[(\[](?:punto|dot)[)\]])\s*"
 )
-_PHONE = re.compile(r"(?<![\w+@/$€])(?:\+[ \t]?)?\(?\d+\)?(?:[ \t\-.]{1,2}\(?\d+\)?)*(?![\w@])")
+#: A number: digit groups joined by one or two separators.  It starts only where a chain of
+#: groups starts (not after "1-" or "1 (") and takes the whole chain, so "1-1-1-..." is read once.
+_PHONE = re.compile(
+    r"(?<![\w+@/$€])(?<![\d)][ \t\-.])(?<![\d)][ \t\-.]{2})(?<![\d)][ \t\-.]\()"
+    r"(?<![\d)][ \t\-.]{2}\()(?:\+[ \t]?)?+\(?+\d++\)?+(?:[ \t\-.]{1,2}+\(?+\d++\)?+)*+(?![\w@])"
+)
 _NOT_PHONE_AFTER = re.compile(
     r"\s*(?:pesos|dolares|soles|euros|usd|eur|mil|millones|bs|lucas|anos|seguidores|personas|%)\b"
 )
@@ -158,7 +179,7 @@ _PHONE_WORD = (
 _THIRD_PARTY = re.compile(
     rf"(?:\b(?:el|la|los)\s+(?:{_PHONE_WORD}\s+)?de\s+(?:ella|el|ellos|ellas|usted"
     rf"|(?:mi|mis|tu|tus|su|sus|la|el)\s+(?:{lexicon.RELATIONS}))"
-    rf"|\bsus?\s+{_PHONE_WORD}s?|\b(?:mi|mis)\s+(?:{lexicon.RELATIONS})\s*(?:es|:|tiene)?\s*$)\b"
+    rf"|\bsus?\s+{_PHONE_WORD}s?|\b(?:mi|mis)\s+(?:{lexicon.RELATIONS})\s*+(?:es|:|tiene)?+\s*+$)\b"
 )
 #: The visitor's own number named again after a third party's: "no, mejor el mío".
 _OWN_PHONE = re.compile(rf"\b(?:el\s+mio|la\s+mia|mi\s+{_PHONE_WORD}|mio|yo)\b")
@@ -220,7 +241,7 @@ def _take_name(
     capitalised = False
     while i < len(words) and sum(fold(w) not in _NOT_COUNTED for w in taken) < _MAX_NAME_WORDS:
         word, folded = words[i], fold(words[i])
-        if not _WORD.fullmatch(word):
+        if len(word) > _MAX_NAME_WORD or not _WORD.fullmatch(word):
             break
         if not taken:
             if folded in lexicon.NOT_NAMES or folded in lexicon.STOP_WORDS:
@@ -267,23 +288,45 @@ def _take_name(
     return " ".join(taken) or None
 
 
+def _negated(folded: str, pos: int) -> bool:
+    """Whether a negation ("no", "ni", "tampoco", "no me") comes just before ``pos``."""
+    return bool(_NEGATED.search(folded, max(0, pos - _NEGATION_REACH), pos))
+
+
+def _previous_word(folded: str, pos: int) -> str:
+    """The word just before ``pos`` (read within ``_REACH`` characters), or ""."""
+    words = folded[max(0, pos - _REACH) : pos].split()
+    return words[-1] if words else ""
+
+
+def _span_words(text: str, pos: int) -> list[str]:
+    """The words of the clause starting at ``pos``, read within ``_REACH`` characters.
+
+    A word the window cuts is left out, so a long clause cannot pass for a short name.
+    """
+    limit = pos + _REACH
+    span = _NAME_SPAN.match(text, pos, limit)
+    words = span.group(1).split() if span else []
+    if words and span.end() == limit < len(text) and not text[limit - 1].isspace():
+        words.pop()
+    return words
+
+
 def _name_after(text: str, folded: str, end: int, strength: int, lower_ok: bool) -> str | None:
-    if title := _TITLE_DOT.match(folded, end):
+    if title := _TITLE_DOT.match(folded, end, end + _REACH):
         end = title.end()
-    span = _NAME_SPAN.match(text, end)
-    return _take_name(span.group(1).split(), strength, lower_ok) if span else None
+    return _take_name(_span_words(text, end), strength, lower_ok)
 
 
 def _name_here(text: str, folded: str, lower_ok: bool) -> tuple[int, str] | None:
     """ "Fernando aquí": the words that open a clause before "aquí" / "por aquí", if a name."""
     for m in _HERE.finditer(folded):
-        before = folded[: m.start()].rstrip()
         words = text[m.start(1) : m.end(1)].split()
         while words and fold(words[0]) in _GREETINGS:
             words.pop(0)
         if not words:
             continue
-        prev = before.rsplit(None, 1)[-1] if before else ""
+        prev = _previous_word(folded, m.start())
         if prev and prev[-1].isalnum() and prev not in _GREETINGS:
             continue  # mid-clause: "vivo en Lima aquí"
         if name := _take_name(words, WEAK, lower_ok, whole=True):
@@ -329,13 +372,21 @@ def _name_reply(text: str) -> str | None:
     A nickname that follows is cut off ("catalina pero me dicen cata" -> "catalina"), and a
     lower-case reply of a few plain words is taken ("brayan stiven").
     """
-    for clause in _CLAUSE.split(text):
+    for match in _CLAUSE_TEXT.finditer(text):
+        clause = match.group(0).strip()
+        if not clause:
+            continue
+        if len(clause) > _REPLY_REACH:
+            return None
         if nick := _NICK_CUE.search(fold(clause)):
-            clause = clause[: nick.start()]
-            clause = clause[: _REPLY_TAIL.search(fold(clause)).start()]
+            clause = clause[: nick.start()].rstrip(" \t\n,")
+            if tail := _TRAILING_CONNECTOR.search(fold(clause)):
+                clause = clause[: tail.start()].rstrip(" \t\n,")
         words = clause.split()
-        while words and fold(words[0]) in _FILLERS:
-            words.pop(0)
+        first = 0
+        while first < len(words) and fold(words[first]) in _FILLERS:
+            first += 1
+        words = words[first:]
         if not words:
             continue
         if name := _take_name(words, WEAK, whole=True):
@@ -389,8 +440,7 @@ def _corrections(
     found = []
     first = fold(base.split()[0])
     for cue in _CORRECTION.finditer(folded):
-        span = _NAME_SPAN.match(text, cue.end())
-        words = span.group(1).split() if span else []
+        words = _span_words(text, cue.end())
         if not words:
             continue
         lower_ok = asked or _similar(fold(words[0]), first)
@@ -420,12 +470,12 @@ def _names(text: str, folded: str, asked: bool, prior: str | None) -> list[tuple
         if name := _name_after(text, folded, cue.end(), STRONG, False):
             found.append((STRONG, cue.start(), name))
     for cue in _WEAK_CUE.finditer(folded):
-        if _NEGATED.search(folded, 0, cue.start()):
+        if _negated(folded, cue.start()):
             continue
         if name := _name_after(text, folded, cue.end(), WEAK, asked):
             found.append((WEAK, cue.start(), name))
     for cue in _NICK_CUE.finditer(folded):
-        if _NEGATED.search(folded, 0, cue.start()):
+        if _negated(folded, cue.start()):
             continue
         if name := _name_after(text, folded, cue.end(), NICK, asked):
             found.append((NICK, cue.start(), name))
@@ -454,8 +504,7 @@ def _emails(text: str, folded: str) -> list[str]:
     found = [m.group(0) for m in _EMAIL.finditer(text)]
     if "arroba" in folded or "at" in folded or " @" in folded or "@ " in folded:
         for m in _SPOKEN_EMAIL.finditer(folded):
-            before = folded[: m.start()].rstrip()
-            prev = before.rsplit(None, 1)[-1] if before else ""
+            prev = _previous_word(folded, m.start())
             if prev and prev[-1].isalnum() and prev not in lexicon.EMAIL_LEAD:
                 found.append("")  # the address may start earlier: none rather than a part
                 continue
@@ -480,10 +529,20 @@ def _mask_injected(text: str, folded: str) -> tuple[str, str]:
             spans += [m.span() for m in _LOOSE_ASSIGNMENT.finditer(folded)]
     if not spans:
         return text, folded
-    for a, b in reversed(spans):
-        text = text[:a] + " " * (b - a) + text[b:]
-        folded = folded[:a] + " " * (b - a) + folded[b:]
-    return text, folded
+    return _blank(text, spans), _blank(folded, spans)
+
+
+def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each (possibly overlapping) span replaced by as many spaces, in one pass."""
+    parts, done = [], 0
+    for a, b in sorted(spans):
+        if b <= done:
+            continue
+        a = max(a, done)
+        parts += [text[done:a], " " * (b - a)]
+        done = b
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 class _Phone:
@@ -547,12 +606,13 @@ def _shun(words: str, found: list[_Phone], before: int) -> None:
             mine[-1].shunned = True
 
 
-def _phone_choice(phones: list[_Phone], preference: str | None) -> str | None:
+def _phone_choice(phones: list[_Phone], preference: str | None, region: str) -> str | None:
     """The visitor's number: the preferred kind if they named one, else the last not shunned.
 
-    Visitors correct themselves, so without a preference the last number wins.
+    Visitors correct themselves, so without a preference the last number wins.  Only the last
+    ``_MAX_CONTACTS`` numbers are parsed: parsing costs ~0.1 ms a number.
     """
-    valid = [(p, v) for p in phones if (v := normalise_phone(p.raw))]
+    valid = [(p, v) for p in phones[-_MAX_CONTACTS:] if (v := normalise_phone(p.raw, region))]
     if not valid:
         return None
     if preference:
@@ -578,7 +638,7 @@ def _phone_choice(phones: list[_Phone], preference: str | None) -> str | None:
 
 
 def _intent(folded: str) -> bool:
-    return any(not _NEGATED.search(folded, 0, m.start()) for m in _INTENT.finditer(folded))
+    return any(not _negated(folded, m.start()) for m in _INTENT.finditer(folded))
 
 
 def _archetype(folded: str) -> str | None:
@@ -598,19 +658,36 @@ def _occupation(text: str, folded: str) -> str | None:
     return None
 
 
-def _last(values) -> str | None:
-    """The last value that survived normalisation: visitors correct themselves."""
-    kept = [v for v in values if v]
-    return kept[-1] if kept else None
+def _last_email(candidates: list[str]) -> str | None:
+    """The last address that is valid (of the last ``_MAX_CONTACTS``): visitors correct
+    themselves, and validating costs ~0.1 ms an address."""
+    for candidate in reversed(candidates[-_MAX_CONTACTS:]):
+        if email := normalise_email(candidate):
+            return email
+    return None
 
 
 class RulesExtractor:
-    """Keyword and pattern extraction; never raises for any list of messages."""
+    """Keyword and pattern extraction; never raises for any list of messages.
+
+    ``max_chars``: characters of the conversation read, newest kept (``NEXUS_MAX_EXTRACT_CHARS``);
+    ``phone_region``: the region assumed for a number without a country code
+    (``NEXUS_PHONE_REGION``).
+    """
 
     name = "rules"
 
+    def __init__(
+        self,
+        max_chars: int = DEFAULT_MAX_EXTRACT_CHARS,
+        phone_region: str = DEFAULT_PHONE_REGION,
+    ) -> None:
+        self.max_chars = max_chars
+        self.phone_region = phone_region
+
     def extract(self, messages: Messages) -> ExtractionResult:
-        names: list[tuple[int, int, int, str]] = []
+        messages = newest(messages, self.max_chars)
+        best: tuple[int, int, int, str] | None = None
         emails: list[str] = []
         phones: list[_Phone] = []
         preference: str | None = None
@@ -626,8 +703,9 @@ class RulesExtractor:
                 asked = bool(_NAME_QUESTION.search(folded))
                 continue
             text, folded = _mask_injected(text, folded)
-            prior = max(names)[3] if names else None
-            names += [(s, index, pos, n) for s, pos, n in _names(text, folded, asked, prior)]
+            prior = best[3] if best else None
+            found = [(s, index, pos, n) for s, pos, n in _names(text, folded, asked, prior)]
+            best = max([*found, best] if best else found, default=None)
             emails += _emails(text, folded)
             preference = _phones(text, folded, phones) or preference
             texts.append(text)
@@ -636,16 +714,16 @@ class RulesExtractor:
 
         visitor = "\n".join(folds)
         raw = {
-            "nombre": max(names)[3] if names else None,
-            "email": _last(normalise_email(e) for e in emails),
-            "telefono": _phone_choice(phones, preference),
+            "nombre": best[3] if best else None,
+            "email": _last_email(emails),
+            "telefono": _phone_choice(phones, preference, self.phone_region),
             "ocupacion": _occupation("\n".join(texts), visitor),
             "objeciones": [o for o, rx in _OBJECTIONS.items() if rx.search(visitor)],
             "arquetipo": _archetype(visitor),
         }
         rejected = bool(_REJECTION.search(visitor))
         raw["rechazo"] = rejected
-        prospect = normalise(raw)
+        prospect = normalise(raw, phone_region=self.phone_region)
         interest = (
             2 * bool(prospect.nombre)
             + 3 * bool(prospect.telefono)
@@ -653,4 +731,7 @@ class RulesExtractor:
             + 2 * _intent(visitor)
             - 3 * rejected
         )
-        return ExtractionResult(normalise({**prospect.to_dict(), "nivel_interes": interest}))
+        result = normalise(
+            {**prospect.to_dict(), "nivel_interes": interest}, phone_region=self.phone_region
+        )
+        return ExtractionResult(result)

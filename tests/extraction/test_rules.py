@@ -1,7 +1,5 @@
 """The offline rules extractor: names, contacts, rubric, archetypes and objections."""
 
-import time
-
 import pytest
 
 from nexus.extraction.rules import RulesExtractor, fold
@@ -366,7 +364,7 @@ def test_fold_keeps_positions():
     assert len(fold(text)) == len(text)
 
 
-def test_deterministic_and_fast():
+def test_deterministic():
     messages = (
         visitor(
             "Hola, soy María Fernanda López, tengo una tienda de ropa en Guadalajara",
@@ -375,11 +373,9 @@ def test_deterministic_and_fast():
         * 5
     )
     first = RULES.extract(messages)
-    start = time.perf_counter()
-    for _ in range(200):
+    for _ in range(20):
         assert RULES.extract(messages) == first
-    per_call = (time.perf_counter() - start) / 200
-    assert per_call < 0.005  # seconds; typically ~0.3 ms, the bound only catches regressions
+    # Speed is measured by make bench-extract and make eval, not asserted here.
 
 
 # Patterns added after looking at the blind2 failures (own sentences, not the set's).
@@ -469,11 +465,11 @@ def test_lower_case_replies_that_are_not_names(reply):
 @pytest.mark.parametrize(
     ("text", "phone"),
     [
-        ("mi numero es 311 555 2020, y el de mi esposa 311 555 3030", "3115552020"),
+        ("mi numero es 311 555 2020, y el de mi esposa 311 555 3030", "+573115552020"),
         ("te paso el numero de mi hermano 312 555 7777", None),
         ("mi cuñada quiere info, anota el de ella: 312 555 7777", None),
         ("su cel es 312 555 7777, es mi comadre", None),
-        ("el de mi esposo es 3125557777, no, mejor el mio 3125558888", "3125558888"),
+        ("el de mi esposo es 3125557777, no, mejor el mio 3125558888", "+573125558888"),
     ],
 )
 def test_someone_elses_phone_is_not_the_visitors(text, phone):
@@ -495,17 +491,17 @@ def test_contacts_inside_instructions_are_not_taken(text):
 
 
 def test_plain_contact_with_a_colon_is_still_taken():
-    assert extract("mi telefono: 312 555 9999").telefono == "3125559999"
+    assert extract("mi telefono: 312 555 9999").telefono == "+573125559999"
 
 
 @pytest.mark.parametrize(
     ("text", "phone"),
     [
-        ("el fijo 601 555 2222, cel 312 555 1111, mejor llamame al fijo", "6015552222"),
-        ("tengo 3125551111 y 3125552222, el que mas uso es el primero", "3125551111"),
-        ("apunta 3125551111 o el de la oficina 6015552222, mejor el whatsapp", "3125551111"),
-        ("3125551111 o 3125552222 pero ese ya no lo uso", "3125551111"),
-        ("3125551111 y 3125552222, el primero casi no lo contesto", "3125552222"),
+        ("el fijo 601 555 2222, cel 312 555 1111, mejor llamame al fijo", "+576015552222"),
+        ("tengo 3125551111 y 3125552222, el que mas uso es el primero", "+573125551111"),
+        ("apunta 3125551111 o el de la oficina 6015552222, mejor el whatsapp", "+573125551111"),
+        ("3125551111 o 3125552222 pero ese ya no lo uso", "+573125551111"),
+        ("3125551111 y 3125552222, el primero casi no lo contesto", "+573125552222"),
     ],
 )
 def test_preferred_phone_among_two(text, phone):
