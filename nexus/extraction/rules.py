@@ -70,6 +70,34 @@ _NEGATION_REACH = 24
 _MAX_NAME_WORD = 40  #: characters; a longer "word" is not part of a name
 _MAX_CONTACTS = 20  #: the last emails / phone numbers given that are checked
 _OBJECTIONS = {name: _alternation(parts) for name, parts in lexicon.OBJECTIONS.items()}
+#: An objection cue negated just before it: "no es caro", "no desconfío", "ya sé que no es
+#: multinivel", "no creo que sea una estafa", "no me falta tiempo".
+_OBJECTION_NEGATED = re.compile(
+    r"(?<!uy )(?<!ay )(?<!ah )(?<!uf )(?<!uff )(?<!pues )(?<!nah )"  # "uy no, está caro"
+    r"\b(?:no|nunca|tampoco)\s+(?:(?:es|son|sera|seria|fue|esta|estan|estoy|ando|parece"
+    r"|me\s+parece|lo\s+veo|creo\s+que\s+sea|pienso\s+que\s+sea|suena\s+a|huele\s+a|es\s+por"
+    r"|tengo\s+problema\s+con|me\s+preocupa|me\s+asusta|me\s+importa)\s+)?"
+    r"(?:(?:un|una|tan|muy|nada|para\s+nada|el|la|lo|los|las|del|de|por)\s+){0,3}$"
+)
+#: An objection dismissed right after it, in the same sentence: "caro pero vale la pena",
+#: "la plata no es problema", "eso no me asusta", "tiempo me sobra".
+_OBJECTION_DISMISSED = re.compile(
+    r"[^.!?\n;]{0,40}?(?<![\w'])(?:no\s+(?:es|son|sera|seria|representa)\s+(?:un\s+|ningun\s+"
+    r"|mucho\s+|mayor\s+)?(?:problema|impedimento|obstaculo|inconveniente|excusa|lio)"
+    r"|no\s+me\s+(?:preocupa|asusta|importa|molesta|detiene|frena)|me\s+sobra|de\s+sobra"
+    r"|no\s+hay\s+(?:problema|lio|rollo)|da\s+igual|vale\s+la\s+pena|lo\s+vale|me\s+organizo"
+    r"|me\s+las\s+arreglo|lo\s+puedo\s+pagar|si\s+(?:lo\s+)?puedo\s+pagar)(?![\w'])"
+)
+_STARTS_NEGATED = re.compile(r"(?:no|ni|sin|nunca)\b")
+_SENTENCE_END = re.compile(r"[.!?\n;]")
+#: A rejection made conditional: "si es multinivel no me interesa", "no me interesa si hay que
+#: reclutar": a condition, not a rejection of the offer.
+_CONDITION = re.compile(
+    r"(?<![\w'])(?:si|solo\s+si|en\s+caso\s+de\s+que|a\s+menos\s+que|salvo\s+que|if)\s+\w"
+)
+_CONDITION_AFTER = re.compile(
+    r"\s*,?\s*(?:si|solo\s+si|en\s+caso\s+de\s+que|a\s+menos\s+que|salvo\s+que|if)\s+\w"
+)
 _ARCHETYPES = {
     name: [(weight, _alternation(p)) for weight, p in cues]
     for name, cues in lexicon.ARCHETYPES.items()
@@ -146,6 +174,7 @@ _NOT_COUNTED = _PARTICLES | {"y"}
 #: A connector left at the end of a reply cut before a nickname: "catalina pero".
 _TRAILING_CONNECTOR = re.compile(r"(?<![\w'])(?:pero|aunque|y|o|mas)$")
 _REPLY_REACH = 300  #: characters; a longer clause is not a bare name
+_NOT_NAME_ENDINGS = ("ende", "enda", "mente", "ando", "iendo", "amos", "emos", "imos", "ame")
 _MAX_NAME_WORDS = 4
 
 _EMAIL = re.compile(r"(?<![\w.%+\-])[\w.%+\-]++@[\w\-]++(?:\.[\w\-]++)+")
@@ -228,12 +257,17 @@ def _take_name(
     for it); ``whole``: the name must use up every word.
     """
     i = 0
-    while i < len(words) - 1 and (
-        fold(words[i]).rstrip(".") in lexicon.TITLES
-        or (
-            i + 2 < len(words)
-            and fold(words[i]) in ("el", "la")
-            and fold(words[i + 1]).rstrip(".") in lexicon.TITLES
+    while (
+        i < len(words) - 1
+        and (
+            fold(words[i]).rstrip(".") in lexicon.TITLES
+            # "soy la Coni", "soy el Beto": an article before a capitalised name
+            or (fold(words[i]) in ("el", "la") and words[i + 1][:1].isupper())
+            or (
+                i + 2 < len(words)
+                and fold(words[i]) in ("el", "la")
+                and fold(words[i + 1]).rstrip(".") in lexicon.TITLES
+            )
         )
     ):
         i += 1
@@ -347,9 +381,9 @@ def _sign_off(text: str, folded: str) -> tuple[int, str] | None:
     return (m.start(), name) if name else None
 
 
-def _plain_reply_name(words: list[str]) -> bool:
+def _plain_reply_name(words: list[str], minimum: int = 2) -> bool:
     """Whether a lower-case reply of two to four words may be a name ("brayan stiven")."""
-    if not 2 <= len(words) <= _MAX_NAME_WORDS:
+    if not minimum <= len(words) <= _MAX_NAME_WORDS:
         return False
     for word in words:
         folded = fold(word)
@@ -392,6 +426,14 @@ def _name_reply(text: str) -> str | None:
         if name := _take_name(words, WEAK, whole=True):
             return name
         if _plain_reply_name(words):
+            return _take_name(words, WEAK, lower_ok=True, whole=True)
+        if (  # the whole reply is one plain word that is not a verb or adverb: "jhonatan"
+            len(words) == 1
+            and len(_WORD.findall(text, 0, _REPLY_REACH)) == 1
+            and len(words[0]) >= 3
+            and not fold(words[0]).endswith(_NOT_NAME_ENDINGS)
+            and _plain_reply_name(words, minimum=1)
+        ):
             return _take_name(words, WEAK, lower_ok=True, whole=True)
         return None
     return None
@@ -637,6 +679,39 @@ def _phone_choice(phones: list[_Phone], preference: str | None, region: str) -> 
     return kept[-1] if kept else valid[-1][1]
 
 
+def _objections(folded: str) -> list[str]:
+    """The objections stated: a cue neither negated before it nor dismissed after it.
+
+    A negated cue in a question still counts ("¿no es una estafa?" is a worry).
+    """
+    found = []
+    for name, rx in _OBJECTIONS.items():
+        for m in rx.finditer(folded):
+            if not _STARTS_NEGATED.match(m.group(0)) and _OBJECTION_NEGATED.search(
+                folded, max(0, m.start() - _NEGATION_REACH * 2), m.start()
+            ):
+                end = _SENTENCE_END.search(folded, m.end(), m.end() + _REACH)
+                if not (end and end.group(0) == "?"):
+                    continue
+            if _OBJECTION_DISMISSED.match(folded, m.end(), m.end() + _REACH):
+                continue
+            found.append(name)
+            break
+    return found
+
+
+def _rejected(folded: str) -> bool:
+    """An explicit rejection ("no me interesa"), not a conditional one ("si es X, no me...")."""
+    for m in _REJECTION.finditer(folded):
+        reach = max(0, m.start() - _REACH)
+        clause = max(reach, *(folded.rfind(c, reach, m.start()) + 1 for c in ".!?\n;"))
+        if not _CONDITION.search(folded, clause, m.start()) and not _CONDITION_AFTER.match(
+            folded, m.end(), m.end() + _REACH
+        ):
+            return True
+    return False
+
+
 def _intent(folded: str) -> bool:
     return any(not _negated(folded, m.start()) for m in _INTENT.finditer(folded))
 
@@ -718,10 +793,10 @@ class RulesExtractor:
             "email": _last_email(emails),
             "telefono": _phone_choice(phones, preference, self.phone_region),
             "ocupacion": _occupation("\n".join(texts), visitor),
-            "objeciones": [o for o, rx in _OBJECTIONS.items() if rx.search(visitor)],
+            "objeciones": _objections(visitor),
             "arquetipo": _archetype(visitor),
         }
-        rejected = bool(_REJECTION.search(visitor))
+        rejected = _rejected(visitor)
         raw["rechazo"] = rejected
         prospect = normalise(raw, phone_region=self.phone_region)
         interest = (

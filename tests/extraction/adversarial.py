@@ -54,6 +54,10 @@ _RUNS = (
     ("sign_off", "gracias - "),
     ("price_cue", "si es mucho "),
     ("third_party", "el de mi vecina "),
+    ("negated_cue", "no es caro "),
+    ("conditional", "si no me interesa "),
+    ("dismissed", "caro pero vale "),
+    ("cheap_question", "no es mucho? "),
 )
 
 #: Single-message cases that are not one repeated unit: a cue, then a long run, then a tail.

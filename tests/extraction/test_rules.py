@@ -551,3 +551,120 @@ def test_rechazo_marks_an_explicit_rejection_only():
     assert rejected.prospect.rechazo is True
     assert greeting.prospect.rechazo is False
     assert greeting.prospect.nivel_interes == 0
+
+
+# Issue 10's classes of error, each with sentences written for these tests (not from the set).
+
+
+@pytest.mark.parametrize(
+    ("text", "objections"),
+    [
+        # A price objection is a worry about the cost; a neutral price question is not one.
+        ("¿cuánto vale la membresía?", ()),
+        ("y el precio del paquete?", ()),
+        ("¿hay que pagar algo al inicio?", ()),
+        ("¿no será muy caro para mí?", ("precio",)),
+        ("la cuota mensual me parece elevada", ("precio",)),
+        ("uy no, está muy caro", ("precio",)),
+        ("quisiera algo más barato, ando sin un peso", ("precio",)),
+    ],
+)
+def test_price_objection_is_a_worry_not_a_question(text, objections):
+    assert extract(text).objeciones == objections
+
+
+@pytest.mark.parametrize(
+    ("text", "objections"),
+    [
+        # Negated: the concern is denied.
+        ("no es caro para lo que trae", ()),
+        ("yo no desconfío, mi cuñada ya está adentro", ()),
+        ("ya sé que no es una pirámide", ()),
+        ("no creo que sea una estafa, los conozco", ()),
+        ("no me falta tiempo, estoy desempleado", ()),
+        # Conceded: the concern is named and set aside.
+        ("es algo caro pero vale la pena", ()),
+        ("no tengo mucho tiempo, pero me organizo", ()),
+        ("sé que suena a estafa y eso no me preocupa", ()),
+        # Still objections: a worried negative question, a plain statement.
+        ("¿no es una estafa?", ("confianza",)),
+        ("la verdad no tengo tiempo", ("tiempo",)),
+    ],
+)
+def test_negated_or_conceded_objections_are_not_objections(text, objections):
+    assert extract(text).objeciones == objections
+
+
+@pytest.mark.parametrize(
+    ("text", "rechazo"),
+    [
+        ("si es multinivel no me interesa", False),
+        ("si hay que vender a los amigos, no me interesa", False),
+        ("no me interesa si tengo que reclutar", False),
+        ("en caso de que haya que pagar, no me interesa", False),
+        ("sí, no me interesa, gracias", True),
+        ("lo pensé bien. no me interesa", True),
+    ],
+)
+def test_a_conditional_rejection_is_not_a_rejection(text, rechazo):
+    prospect = extract(text)
+    assert prospect.rechazo is rechazo
+    assert prospect.nivel_interes == (0 if rechazo else prospect.nivel_interes)
+
+
+def test_a_conditional_rejection_costs_no_interest():
+    assert extract("me llamo Iris Paz. si es piramide no me interesa").nivel_interes == 2
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "¿Con quién hablo?",
+        "¿Cómo te digo?",
+        "¿A nombre de quién registro la consulta?",
+        "¿Cuál es su gracia?",
+        "¿De parte de quién?",
+    ],
+)
+def test_other_name_questions(question):
+    messages = [{"role": "assistant", "content": question}, *visitor("Maribel Ochoa")]
+    assert RULES.extract(messages).prospect.nombre == "Maribel Ochoa"
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("soy la Pili, de Valparaíso", "Pili"),
+        ("buenas, soy el profe Ramiro Díaz", "Ramiro Díaz"),
+    ],
+)
+def test_article_or_informal_title_before_a_name(text, name):
+    assert extract(text).nombre == name
+
+
+@pytest.mark.parametrize(("reply", "name"), [("yeferson", "Yeferson"), ("depende", None)])
+def test_a_one_word_lower_case_reply_to_a_name_question(reply, name):
+    assert after_name_question(reply).nombre == name
+
+
+@pytest.mark.parametrize(
+    ("text", "arquetipo"),
+    [
+        ("manejo didi por las noches", "independiente_freelancer"),
+        ("soy repartidor de rappi en bici", "independiente_freelancer"),
+        ("trabajo de recepcionista en una clínica", "profesional_vision"),
+        ("estoy estudiando contabilidad en el instituto", "joven_ambicion"),
+        ("me dedico al hogar desde que me casé", "lider_hogar"),
+        ("soy de la junta de vecinos del sector", "lider_comunidad"),
+    ],
+)
+def test_occupations_outside_the_old_lexicon(text, arquetipo):
+    assert extract(text).arquetipo == arquetipo
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["¿cómo me inscribo?", "listo, ¿dónde firmo?", "dale, me anoto", "¿qué necesito para empezar?"],
+)
+def test_intents_outside_the_old_lexicon(text):
+    assert extract(text).nivel_interes == 2
