@@ -56,9 +56,49 @@ def fold(text: str) -> str:
     return text.translate(_FOLD)
 
 
+def _top_level(body: str) -> list[str]:
+    """The alternatives of a regex body, split at its top-level ``|``."""
+    parts, current, depth, in_class, escaped = [], [], 0, False, False
+    for ch in body:
+        if escaped or in_class:
+            in_class = in_class and not (ch == "]" and not escaped)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "[":
+            in_class = True
+        elif ch in "()":
+            depth += 1 if ch == "(" else -1
+        elif ch == "|" and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
 def _alternation(parts: tuple[str, ...] | str) -> re.Pattern[str]:
-    body = parts if isinstance(parts, str) else "|".join(parts)
-    return re.compile(rf"(?<![\w'])(?:{body})(?![\w'])")
+    """Whole words or phrases (alternatives that each start with a word character).
+
+    Built for speed as well as linear time: alternatives that start with a plain letter are
+    grouped by it, and each group checks the word boundary just *after* its letter
+    (``c(?<![\\w']c)...``).  A pattern that then starts with literals only lets ``re`` skip
+    in C every position whose character begins no alternative (a lookbehind first would be
+    evaluated at every position: ~30 ns a character, times 50 lexicon patterns).  Order is
+    kept within a letter; other alternatives follow, with the boundary checked first.
+    """
+    groups: dict[str, list[str]] = {}
+    rest = []
+    for alt in _top_level(parts if isinstance(parts, str) else "|".join(parts)):
+        if len(alt) > 1 and alt[0].isalnum() and alt[1] not in "?*+{":
+            groups.setdefault(alt[0], []).append(alt[1:])
+        else:
+            rest.append(alt)
+    body = [f"{c}(?<![\\w']{c})(?:{'|'.join(tails)})" for c, tails in groups.items()]
+    if rest:
+        body.append(f"(?<![\\w'])(?=\\w)(?:{'|'.join(rest)})")
+    return re.compile(f"(?:{'|'.join(body)})(?![\\w'])")
 
 
 _INTENT = _alternation(lexicon.INTENT)
@@ -162,6 +202,8 @@ _INJECTED = re.compile(
     r"|developer|admin)[ \t]*+[\]#*)]*+[ \t]*+:[^\n]*+",
     re.S,
 )
+_FIRST_WORD = re.compile(r"[\s:\-]*+([^\W\d_]++)")
+_NOT_FIRST_WORDS = (lexicon.STOP_WORDS | lexicon.NOT_NAMES) - lexicon.TITLES - {"el", "la"}
 _NAME_SPAN = re.compile(r"[\s:\-]*([^,.;:!?¡¿()\[\]{}<>\"\n\d@/=]*)")
 _WORD = re.compile(r"[^\W\d_]+(?:['\-][^\W\d_]+)*")
 _CLAUSE_TEXT = re.compile(r"[^,.;:!?\n]++")
@@ -349,6 +391,15 @@ def _span_words(text: str, pos: int) -> list[str]:
 def _name_after(text: str, folded: str, end: int, strength: int, lower_ok: bool) -> str | None:
     if title := _TITLE_DOT.match(folded, end, end + _REACH):
         end = title.end()
+    # Most cues are followed by a word that cannot start a name ("soy de", "soy muy"): a
+    # shortcut with the answer _take_name would give, since the cue may repeat thousands of times.
+    peek = _FIRST_WORD.match(folded, end, end + _REACH)
+    if (
+        peek
+        and peek.group(1) in _NOT_FIRST_WORDS
+        and (peek.end() == len(folded) or folded[peek.end()].isspace())
+    ):
+        return None
     return _take_name(_span_words(text, end), strength, lower_ok)
 
 
