@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test smoke lint format eval bench-broker bench-e2e bench-extract clean
+.PHONY: install run test smoke lint format eval bench-broker bench-e2e bench-extract bench-replay clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -n "$(PYTHON)" || { echo "nexus needs Python 3.11 or 3.12 (pgserver ships wheels for those only)"; exit 1; }
@@ -46,6 +46,9 @@ bench-e2e: install  ## POST-to-completed latency over 1,000 posts through gunico
 
 bench-extract: install  ## rules extractor's worst case per conversation on 1 MiB attacks
 	$(BIN)/python bench/extraction_worst.py
+
+bench-replay: install  ## paid Claude calls per chat, before and after the debounce (stub API)
+	$(BIN)/python bench/replay.py $(REPLAY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pgdata bench/.peer-venv

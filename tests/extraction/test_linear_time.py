@@ -84,7 +84,7 @@ def test_the_limit_is_configured_and_validated():
     claude = get_extractor(
         config.load({"ANTHROPIC_API_KEY": "k", "NEXUS_MAX_EXTRACT_CHARS": "5000"})
     )
-    assert claude.budget == 5_000
+    assert claude.primary.budget == 5_000 and claude.fallback.max_chars == 5_000
     for bad in ("0", "999", "1048577", "lots"):
         with pytest.raises(config.ConfigError, match="NEXUS_MAX_EXTRACT_CHARS"):
             config.load({"NEXUS_MAX_EXTRACT_CHARS": bad})
