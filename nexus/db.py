@@ -238,6 +238,8 @@ class VersionState:
     age_ms: float
     #: Milliseconds since the row's latest extraction started (any version); None: never.
     since_extraction_ms: float | None = None
+    #: The version arrived before an earlier deferred version of the row was due.
+    before_previous_due: bool = False
 
 
 def version_state(engine: Engine, queue_id: str, version: int) -> VersionState | None:
@@ -260,6 +262,7 @@ def version_state(engine: Engine, queue_id: str, version: int) -> VersionState |
         since_extraction_ms=(
             None if row.since_extraction_ms is None else float(row.since_extraction_ms)
         ),
+        before_previous_due=bool(row.before_previous_due),
     )
 
 

@@ -35,7 +35,10 @@ SELECT q.status, q.messages, q.fingerprint, q.result, q.signals, q.retry_count,
        extract(epoch FROM q.due_at - clock_timestamp()) * 1000 AS due_in_ms,
        extract(epoch FROM clock_timestamp() - q.enqueued_at) * 1000 AS age_ms,
        extract(epoch FROM clock_timestamp() - q.extraction_started_at) * 1000
-           AS since_extraction_ms
+           AS since_extraction_ms,
+       -- The version arrived while an earlier deferred version was still waiting for quiet
+       -- (due_at is that version's until this one is deferred): the chat has not gone quiet.
+       coalesce(q.enqueued_at < q.due_at, false) AS before_previous_due
   FROM public.nexus_queue q
  WHERE q.id = CAST(:queue_id AS uuid) AND q.version = :version
    AND q.status IN ('pending', 'processing');

@@ -586,6 +586,16 @@ def test_urgent_turns_inside_one_window_cost_one_at_once_call_and_one_final(
     # Intent, then a phone, each urgent, each inside the window opened by that call: deferred.
     enqueue(engine, "three-urgent", messages=INTENT_TURN)
     wait_for(lambda: deferred_version(engine, first.queue_id) == 2, "v2 to be deferred")
+    # Even once that call is older than the window, the chat has not gone quiet since (v2
+    # still waits): the window lasts while the chat goes on.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE nexus_queue SET extraction_started_at = now() - interval '1 hour'"
+                " WHERE id = CAST(:id AS uuid)"
+            ),
+            {"id": first.queue_id},
+        )
     enqueue(engine, "three-urgent", messages=PHONE_TURN)
     wait_for(lambda: deferred_version(engine, first.queue_id) == 3, "v3 to be deferred")
 
@@ -604,6 +614,24 @@ def test_urgent_turns_inside_one_window_cost_one_at_once_call_and_one_final(
     # The extraction's values replace the rules' provisional ones ("Ana").
     assert (prospect.nombre, prospect.telefono) == ("Ana Ruiz", "+573001234567")
     assert (float(prospect.nivel_interes), prospect.momento_optimo) == (8, "caliente")
+
+    # The chat went quiet (the final call ran); a new urgent turn after the window is at once.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE nexus_queue SET extraction_started_at = now() - interval '1 hour',"
+                " due_at = now() - interval '1 hour' WHERE id = CAST(:id AS uuid)"
+            ),
+            {"id": first.queue_id},
+        )
+    email = PHONE_TURN + [
+        {"role": "assistant", "content": "¡Gracias!"},
+        {"role": "user", "content": "y mi correo es ana@correo.com"},
+    ]
+    claude.script(lambda n, body: good(nombre="Ana Ruiz", email="ana@correo.com"))
+    enqueue(engine, "three-urgent", messages=email)
+    wait_status(engine, first.queue_id, "completed", version=4)
+    assert claude.count == 3 and deferred_version(engine, first.queue_id) == 3
 
 
 def test_the_first_version_with_a_phone_is_extracted_at_once(engine, workers, claude):

@@ -166,7 +166,10 @@ def _inside_quiet_window(state: db.VersionState) -> bool:
 
 
 def _extracted_lately(state: db.VersionState) -> bool:
-    """An extraction of the row (any version) started within the debounce window: at most one
-    urgent version per window is extracted at once."""
+    """An extraction of the row (any version) started within the debounce window, or since the
+    chat last went quiet (this version arrived while an earlier one still waited for quiet):
+    at most one urgent version per quiet window is extracted at once."""
     since = state.since_extraction_ms
-    return since is not None and since < settings().debounce_ms
+    if since is None:
+        return False
+    return since < settings().debounce_ms or state.before_previous_due
