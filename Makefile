@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test smoke lint format eval bench-broker bench-e2e clean
+.PHONY: install run test smoke lint format eval bench-broker bench-e2e chaos clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -n "$(PYTHON)" || { echo "nexus needs Python 3.11 or 3.12 (pgserver ships wheels for those only)"; exit 1; }
@@ -43,6 +43,10 @@ bench-broker: install  ## our broker against dramatiq-postgres, same machine, sa
 
 bench-e2e: install  ## POST-to-completed latency over 1,000 posts through gunicorn
 	$(BIN)/python bench/e2e.py
+
+CHAOS_SECONDS ?= 120
+chaos: install  ## web + 2 workers + clock under traffic and random faults; lost/stuck must be 0
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf $(VENV) .pgdata bench/.peer-venv
