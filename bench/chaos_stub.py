@@ -1,7 +1,8 @@
 """The misbehaving Anthropic API of ``make chaos``: a real HTTP server in a thread.
 
 It answers ``POST /v1/messages`` with a valid extraction most of the time and, at random, with
-a 429 carrying ``Retry-After``, a 529, a 500, garbage (a 200 whose body is not JSON, or JSON of
+a 429 carrying ``Retry-After``, a 529, a 500 (some whose error message holds a NUL and a lone
+surrogate, text the database refuses), garbage (a 200 whose body is not JSON, or JSON of
 the wrong shape), or a hang past the client's timeout.  Both request shapes are understood: a
 request with ``tools`` (forced tool use) gets a ``tool_use`` block with the tool's input; any
 other (structured outputs, ``output_config``) gets a text block holding the JSON.
@@ -31,6 +32,7 @@ FAULTS = {
     "rate_limited_429": 0.05,
     "overloaded_529": 0.04,
     "server_error_500": 0.04,
+    "odd_error_text_500": 0.02,
     "garbage_not_json": 0.02,
     "garbage_wrong_shape": 0.02,
     "hang": 0.005,
@@ -90,8 +92,9 @@ def message(request: dict, data: dict) -> dict:
     }
 
 
-def _error(status: int, kind: str, headers: dict | None = None) -> Response:
-    body = {"type": "error", "error": {"type": kind, "message": f"chaos stub: {kind}"}}
+def _error(status: int, kind: str, headers: dict | None = None, text: str = "") -> Response:
+    message = f"chaos stub: {kind}{text}"
+    body = {"type": "error", "error": {"type": kind, "message": message}}
     return Response(json.dumps(body), status, headers or {}, content_type="application/json")
 
 
@@ -162,6 +165,8 @@ class ClaudeStub:
             return _error(529, "overloaded_error")
         if kind == "server_error_500":
             return _error(500, "api_error")
+        if kind == "odd_error_text_500":  # escaped in the JSON: \u0000 and \ud800
+            return _error(500, "api_error", text=" nul \x00 lone \ud800 surrogate")
         if kind == "garbage_not_json":
             return Response('{"id": "msg_chaos", "content": [ <<garbage', 200,
                             content_type="application/json")  # fmt: skip

@@ -22,7 +22,8 @@ from nexus.web import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-import chaos  # noqa: E402
+import chaos_traffic  # noqa: E402
+import chaos_verdict  # noqa: E402
 from chaos_stub import FAULTS, PROBE_MARK, ClaudeStub  # noqa: E402
 
 CONVERSATION = [{"role": "user", "content": "Hola, me llamo Ana Gómez"}]
@@ -75,6 +76,7 @@ def test_stub_answers_structured_outputs_with_a_json_text_block(stub_env):
         ("rate_limited_429", RetryableExtractionError),
         ("overloaded_529", RetryableExtractionError),
         ("server_error_500", RetryableExtractionError),
+        ("odd_error_text_500", RetryableExtractionError),
         ("garbage_wrong_shape", PermanentExtractionError),
     ],
 )
@@ -153,17 +155,17 @@ def test_verdict_counts_lost_stuck_and_unexplained_failures(conn):
     enqueue(conn, "cleaned", m(2), "completed")
     enqueue(conn, "unacknowledged", m(1), "processing")  # committed, but never answered 202
     expected = {
-        "done": chaos.Expected(m(3)),
-        "extended": chaos.Expected(m(3)),
-        "older": chaos.Expected(m(5)),
-        "failed": chaos.Expected(m(1)),
-        "failed-bare": chaos.Expected(m(1)),
-        "pending": chaos.Expected(m(1)),
-        "cleaned": chaos.Expected([{"role": "user", "content": "\ud800"}] * 2, exact=False),
-        "missing": chaos.Expected(m(1)),
+        "done": chaos_verdict.Expected(m(3)),
+        "extended": chaos_verdict.Expected(m(3)),
+        "older": chaos_verdict.Expected(m(5)),
+        "failed": chaos_verdict.Expected(m(1)),
+        "failed-bare": chaos_verdict.Expected(m(1)),
+        "pending": chaos_verdict.Expected(m(1)),
+        "cleaned": chaos_verdict.Expected([{"role": "user", "content": "\ud800"}] * 2, exact=False),
+        "missing": chaos_verdict.Expected(m(1)),
     }
 
-    result = chaos.verdict(conn, expected)
+    result = chaos_verdict.verdict(conn, expected)
 
     assert result["accepted"] == 8
     assert result["lost"] == 2
@@ -188,17 +190,17 @@ def test_verdict_counts_versions_merged_twice_in_the_ledger(conn):
             " ('00000000-0000-0000-0000-000000000001', 2)"
         )
     # ... one version merged twice is counted once.
-    assert chaos.verdict(conn, {})["duplicate_merges"] == 1
+    assert chaos_verdict.verdict(conn, {})["duplicate_merges"] == 1
 
 
 def test_verdict_says_when_duplicate_merges_cannot_be_measured(conn):
     with conn.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS prospect_merges CASCADE")
-    assert chaos.verdict(conn, {})["duplicate_merges"] is None
+    assert chaos_verdict.verdict(conn, {})["duplicate_merges"] is None
 
 
 def test_a_shorter_resend_never_lowers_what_is_expected():
-    ledger = chaos.Ledger()
+    ledger = chaos_verdict.Ledger()
     ledger.accepted("s", m(5), {"queueId": "q", "duplicate": False})
     ledger.accepted("s", m(3), {"queueId": "q", "duplicate": True})
     ledger.accepted("s", m(5), {"queueId": "q", "duplicate": True})
@@ -218,14 +220,14 @@ def client(db_url):
     app.extensions["nexus_engine"].dispose()
 
 
-@pytest.mark.parametrize("kind", sorted(chaos.HOSTILE))
+@pytest.mark.parametrize("kind", sorted(chaos_traffic.HOSTILE))
 def test_hostile_bodies_get_the_answer_the_harness_expects(client, conn, kind):
-    body, content_type = chaos.hostile_body(kind, f"hostile-{kind}")
+    body, content_type = chaos_traffic.hostile_body(kind, f"hostile-{kind}")
     response = client.post("/api/nexus/producer", data=body, content_type=content_type)
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM nexus_queue")
         rows = cur.fetchone()[0]
-    must_accept = chaos.HOSTILE[kind]
+    must_accept = chaos_traffic.HOSTILE[kind]
     if must_accept is True:
         assert (response.status_code, rows) == (202, 1)
     elif must_accept is False:
