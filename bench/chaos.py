@@ -11,8 +11,9 @@ and an ACCESS EXCLUSIVE lock on ``nexus_queue`` or ``broker_messages`` held for 
 supervisor thread restarts any process that exits (a SIGKILLed worker, or one that exited
 non-zero by itself), as Heroku or systemd would.
 
-Then faults and traffic stop and the system drains.  The verdict, per accepted session (a 202
-``accepted`` answer; a 503, 4xx or connection error is a rejection, not a loss):
+Then faults and traffic stop, the stub answers well, and the system drains.  The verdict, per
+accepted session (a 202 ``accepted`` answer; a 503, 4xx or connection error is a rejection,
+not a loss):
 
 * lost -- the row is missing, or its stored conversation does not extend the latest accepted
   one (an older version replaced a newer one);
@@ -53,10 +54,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from chaos_faults import Faults  # noqa: E402
-from chaos_processes import Supervisor  # noqa: E402
+from chaos_processes import Supervisor, thread_deaths  # noqa: E402
 from chaos_stub import ClaudeStub  # noqa: E402
 from chaos_traffic import Client  # noqa: E402
-from chaos_verdict import Ledger, verdict  # noqa: E402
+from chaos_verdict import Ledger, broker_backlog, verdict  # noqa: E402
 
 from nexus import config, db, migrations  # noqa: E402
 from nexus.embedded import EmbeddedServer  # noqa: E402
@@ -150,10 +151,13 @@ def run(seconds: int, seed: int) -> dict:
             while not faults.done.wait(0.5):
                 pass
             traffic_s = time.monotonic() - began
+            stub.faults = {}  # the drain measures the system, not the stub's dice
             print(f"traffic and faults over after {traffic_s:.0f} s; draining ...", flush=True)
             drained_s = drain(url, DRAIN_TIMEOUT_S)
             with contextlib.closing(psycopg2.connect(url, connect_timeout=10)) as conn:
+                conn.autocommit = True
                 checked = verdict(conn, ledger.expected)
+                backlog = broker_backlog(conn)
                 with conn.cursor() as cur:
                     cur.execute("SELECT count(*) FROM broker_dead_letters")
                     dead_letters = cur.fetchone()[0]
@@ -196,6 +200,8 @@ def run(seconds: int, seed: int) -> dict:
             "accepted_posts": ledger.accepted_posts,
             "failed_without_reason": checked["failed_without_reason"],
             "dead_letters": dead_letters,
+            "broker_backlog_after_drain": backlog,
+            "worker_thread_deaths": thread_deaths(LOG_DIR),
             "unrecovered_or_skipped_faults": dict(faults.errors),
             "process_restarts": dict(supervisor.restarts),
             "http_answers": dict(sorted(ledger.statuses.items())),
@@ -226,7 +232,8 @@ def main() -> int:
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     details = result["details"]
     for key in ("process_restarts", "unrecovered_or_skipped_faults", "anomalies",
-                "failure_reasons", "lost_rows", "stuck_rows"):  # fmt: skip
+                "worker_thread_deaths", "broker_backlog_after_drain", "failure_reasons",
+                "lost_rows", "stuck_rows"):  # fmt: skip
         if details[key]:
             print(f"{key}: {json.dumps(details[key], ensure_ascii=False)}")
     print_table(result)

@@ -150,6 +150,17 @@ class Supervisor:
         raise RuntimeError(f"web did not answer within {timeout:.0f} s; see {self.log_dir}")
 
 
+def thread_deaths(log_dir: Path) -> dict[str, int]:
+    """``Exception in thread NAME`` lines in the workers' logs, by process and thread: a
+    background thread that died (silently, unless a watchdog makes the process exit)."""
+    deaths: Counter[str] = Counter()
+    for log in sorted(log_dir.glob("worker*.log")):
+        for line in log.read_bytes().decode(errors="replace").splitlines():
+            if line.startswith("Exception in thread "):
+                deaths[f"{log.stem}: {line[len('Exception in thread ') :].rstrip(':')}"] += 1
+    return dict(deaths)
+
+
 def _killpg(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

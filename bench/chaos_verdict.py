@@ -69,6 +69,41 @@ DUPLICATE_MERGES = """
 """
 
 
+#: The broker's view of a row's messages (stuck rows only: what the diagnosis needs).
+BROKER_STATE = """
+    SELECT 'live' AS "where", to_jsonb(m) - 'args' - 'kwargs' AS message
+    FROM broker_messages m WHERE m.args ->> 0 = %(id)s
+    UNION ALL
+    SELECT 'dead', to_jsonb(d) - 'args' - 'kwargs' - 'traceback'
+    FROM broker_dead_letters d WHERE d.args ->> 0 = %(id)s
+"""
+
+
+def broker_state(conn, queue_id: str) -> list | str:
+    """The broker messages and dead letters of one queue row, or why they could not be read."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(BROKER_STATE, {"id": queue_id})
+            return [{"where": where, **message} for where, message in cur.fetchall()]
+    except psycopg2.Error as exc:  # another branch may have changed the broker's tables
+        conn.rollback()
+        return f"unreadable: {exc}".strip()
+
+
+def broker_backlog(conn) -> dict[str, int] | str:
+    """Broker messages left, by queue and state (after a drain, the ``nexus`` queue should
+    have none: a message left claimed by a live worker means its outcome was never written)."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT queue_name || ' ' || state, count(*) FROM broker_messages GROUP BY 1"
+            )
+            return dict(cur.fetchall())
+    except psycopg2.Error as exc:
+        conn.rollback()
+        return f"unreadable: {exc}".strip()
+
+
 def extends(stored: list, expected: list) -> bool:
     return len(stored) >= len(expected) and stored[: len(expected)] == expected
 
@@ -102,6 +137,8 @@ def verdict(conn, expected: dict[str, Expected]) -> dict:
             stuck.append(brief)
         elif row["status"] == "failed" and not (row["error_message"] or "").strip():
             unexplained.append(brief)
+    for brief in stuck[:20]:
+        brief["broker"] = broker_state(conn, brief["id"])
     statuses = Counter(row["status"] for s, row in rows.items() if s in expected)
     reasons = Counter(
         (row["error_message"] or "")[:80] for row in rows.values() if row["status"] == "failed"

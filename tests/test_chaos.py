@@ -22,6 +22,7 @@ from nexus.web import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
+import chaos_processes  # noqa: E402
 import chaos_traffic  # noqa: E402
 import chaos_verdict  # noqa: E402
 from chaos_stub import FAULTS, PROBE_MARK, ClaudeStub  # noqa: E402
@@ -172,6 +173,8 @@ def test_verdict_counts_lost_stuck_and_unexplained_failures(conn):
     assert {row["session"] for row in result["lost_rows"]} == {"older", "missing"}
     assert result["stuck"] == 2
     assert {row["session_id"] for row in result["stuck_rows"]} == {"pending", "unacknowledged"}
+    pending = next(row for row in result["stuck_rows"] if row["session_id"] == "pending")
+    assert [m["where"] for m in pending["broker"]] == ["live"]  # its dispatched message
     assert result["completed"] == 4
     assert result["failed"] == 2
     assert result["failed_without_reason"] == 1
@@ -235,3 +238,16 @@ def test_hostile_bodies_get_the_answer_the_harness_expects(client, conn, kind):
         assert "error" in response.get_json()
     else:
         assert (response.status_code, rows) in ((202, 1), (400, 0))
+
+
+def test_broker_backlog_counts_messages_by_queue_and_state(conn):
+    enqueue(conn, "waiting", m(1), "pending")
+    assert chaos_verdict.broker_backlog(conn) == {"nexus ready": 1}
+
+
+def test_thread_deaths_are_read_from_the_worker_logs(tmp_path):
+    (tmp_path / "worker1.log").write_bytes(
+        b"[INFO] fine\nException in thread nexus-broker-completions:\nTraceback ...\n\xff\n"
+    )
+    (tmp_path / "web.log").write_text("Exception in thread not-a-worker:\n")
+    assert chaos_processes.thread_deaths(tmp_path) == {"worker1: nexus-broker-completions": 1}
