@@ -227,7 +227,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGHUP, terminate)
     print(f"chaos: {seconds} s of traffic and faults (seed {seed}); logs in {LOG_DIR}", flush=True)
-    result = run(seconds, seed)
+    try:
+        result = run(seconds, seed)
+    except KeyboardInterrupt:
+        print("chaos: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     details = result["details"]
