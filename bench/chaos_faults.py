@@ -16,6 +16,7 @@ import contextlib
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ from nexus.broker import LEASE_MS
 FAULT_GAP_S = (0.5, 3.0)  #: pause between the end of one fault's recovery and the next fault
 STOP_PAST_LEASE_S = 3.0  #: a SIGSTOPped worker stays stopped LEASE_MS + this long
 LOCK_HOLD_S = 10.0  #: seconds an ACCESS EXCLUSIVE lock is held
+START_ATTEMPTS = 3  #: tries to start PostgreSQL again after a restart fault
 RECOVERY_TIMEOUT_S = 120.0  #: a probe that has not completed by then marks the fault unrecovered
 FAULT_KINDS = (
     "sigkill_worker",
@@ -123,18 +125,32 @@ class Faults(threading.Thread):
 
     def restart_pg_fast(self) -> bool:
         self.server.stop()  # SIGINT: fast shutdown
-        self.halt.wait(self.rng.uniform(0.2, 2.0))
-        self.server.start()
+        self._start_server()
         return True
 
     def restart_pg_immediate(self) -> bool:
         proc = self.server.process
         proc.send_signal(signal.SIGQUIT)  # immediate shutdown: crash recovery at next start
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         self.server.process = None
-        self.halt.wait(self.rng.uniform(0.2, 2.0))
-        self.server.start()
+        self._start_server()
         return True
+
+    def _start_server(self) -> None:
+        """Down for a moment, then up again; a failed start is retried (the run needs it)."""
+        self.halt.wait(self.rng.uniform(0.2, 2.0))
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self.server.start()
+                return
+            except Exception as exc:
+                self.errors[f"server start failed: {type(exc).__name__}"[:160]] += 1
+                if attempt == START_ATTEMPTS - 1:
+                    raise
 
     def lock_nexus_queue(self) -> bool:
         return self._hold_lock("nexus_queue")

@@ -148,7 +148,7 @@ class Client(threading.Thread):
         status, reply = post_json(self.port, body)
         self.ledger.answer(what, status)
         if status == 202 and reply and reply.get("status") == "accepted":
-            self.ledger.accepted(session.id, messages, reply)
+            self.ledger.accepted(session.id, messages, reply, fingerprint=session.fingerprint)
             if session.accepted is None or len(messages) >= len(session.accepted):
                 session.accepted = list(messages)
             return reply

@@ -24,6 +24,7 @@ class Expected:
     messages: list[dict]
     exact: bool = True  #: False for hostile bodies the server may have cleaned before storing
     queue_id: str | None = None
+    fingerprint: str | None = None
 
 
 class Ledger:
@@ -42,7 +43,9 @@ class Ledger:
             if status >= 500 and status != 503:
                 self.anomalies[f"{what} answered {status}"] += 1
 
-    def accepted(self, session: str, messages: list[dict], reply: dict, exact=True) -> None:
+    def accepted(
+        self, session: str, messages: list[dict], reply: dict, exact=True, fingerprint=None
+    ) -> None:
         with self.lock:
             self.accepted_posts += 1
             known = self.expected.get(session)
@@ -50,7 +53,8 @@ class Ledger:
                 self.anomalies["same session answered with another queueId"] += 1
             if known and len(messages) < len(known.messages):
                 return  # a strict-prefix resend: the longer accepted version stands
-            self.expected[session] = Expected(list(messages), exact, reply.get("queueId"))
+            queue_id = reply.get("queueId")
+            self.expected[session] = Expected(list(messages), exact, queue_id, fingerprint)
 
     def anomaly(self, what: str) -> None:
         with self.lock:
@@ -59,6 +63,7 @@ class Ledger:
 
 QUEUE_ROWS = """
     SELECT session_id, id::text AS id, status, version, retry_count, error_message, messages,
+           fingerprint,
            extract(epoch FROM updated_at) AS updated_at
     FROM nexus_queue
 """
@@ -127,10 +132,14 @@ def verdict(conn, expected: dict[str, Expected]) -> dict:
             continue
         stored = row["messages"]
         ok = extends(stored, want.messages) if want.exact else len(stored) >= len(want.messages)
+        why = None
         if not ok:
-            lost.append({"session": session, "id": row["id"], "status": row["status"],
-                         "why": f"stored {len(stored)} messages, not the accepted "
-                                f"{len(want.messages)} (older or other version)"})  # fmt: skip
+            why = (f"stored {len(stored)} messages, not the accepted {len(want.messages)} "
+                   "(older or other version)")  # fmt: skip
+        elif want.exact and row["fingerprint"] != want.fingerprint:
+            why = f"stored fingerprint {row['fingerprint']!r}, not {want.fingerprint!r}"
+        if why:
+            lost.append({"session": session, "id": row["id"], "status": row["status"], "why": why})
     for row in rows.values():
         brief = {k: row[k] for k in ("session_id", "id", "status", "version", "retry_count")}
         if row["status"] not in ("completed", "failed"):

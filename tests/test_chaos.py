@@ -155,6 +155,7 @@ def test_verdict_counts_lost_stuck_and_unexplained_failures(conn):
     enqueue(conn, "pending", m(1), "pending")
     enqueue(conn, "cleaned", m(2), "completed")
     enqueue(conn, "unacknowledged", m(1), "processing")  # committed, but never answered 202
+    enqueue(conn, "other-fingerprint", m(1), "completed")
     expected = {
         "done": chaos_verdict.Expected(m(3)),
         "extended": chaos_verdict.Expected(m(3)),
@@ -164,21 +165,26 @@ def test_verdict_counts_lost_stuck_and_unexplained_failures(conn):
         "pending": chaos_verdict.Expected(m(1)),
         "cleaned": chaos_verdict.Expected([{"role": "user", "content": "\ud800"}] * 2, exact=False),
         "missing": chaos_verdict.Expected(m(1)),
+        "other-fingerprint": chaos_verdict.Expected(m(1), fingerprint="fp-1"),
     }
 
     result = chaos_verdict.verdict(conn, expected)
 
-    assert result["accepted"] == 8
-    assert result["lost"] == 2
-    assert {row["session"] for row in result["lost_rows"]} == {"older", "missing"}
+    assert result["accepted"] == 9
+    assert result["lost"] == 3
+    assert {row["session"] for row in result["lost_rows"]} == {
+        "older",
+        "missing",
+        "other-fingerprint",
+    }
     assert result["stuck"] == 2
     assert {row["session_id"] for row in result["stuck_rows"]} == {"pending", "unacknowledged"}
     pending = next(row for row in result["stuck_rows"] if row["session_id"] == "pending")
     assert [m["where"] for m in pending["broker"]] == ["live"]  # its dispatched message
-    assert result["completed"] == 4
+    assert result["completed"] == 5
     assert result["failed"] == 2
     assert result["failed_without_reason"] == 1
-    assert result["rows"] == 8
+    assert result["rows"] == 9
 
 
 def test_verdict_counts_versions_merged_twice_in_the_ledger(conn):
