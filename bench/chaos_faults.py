@@ -93,8 +93,6 @@ class Faults(threading.Thread):
             if recovery is not None:
                 entry["recovery_s"] = round(recovery, 2)
             self.log.append(entry)
-            if recovery is None:
-                self.errors[f"{kind}: no recovery within {RECOVERY_TIMEOUT_S:.0f} s"] += 1
 
     # each fault returns True once injected, and returns when it is over
 
@@ -187,9 +185,16 @@ class Faults(threading.Thread):
                 if status == 202 and reply:
                     queue_id = reply["queueId"]
                     self.ledger.accepted(session, messages, reply)
-            elif self._status(queue_id) in ("completed", "failed"):
-                return time.monotonic() - fault_ended
+            else:
+                status = self._status(queue_id)
+                if status == "completed":
+                    return time.monotonic() - fault_ended
+                if status == "failed":  # the stub answers probes well: the system failed it
+                    self.errors["a recovery probe ended failed"] += 1
+                    return None
             time.sleep(0.05)  # polling interval
+        if not self.halt.is_set():
+            self.errors[f"no recovery within {RECOVERY_TIMEOUT_S:.0f} s"] += 1
         return None
 
     def _status(self, queue_id: str) -> str | None:

@@ -24,9 +24,11 @@ from nexus.smoke import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 15.0  #: SIGTERM, then SIGKILL of a process group after this long
+RESTART_GAP_S = 1.0  #: a process is started at most this often (no storm if it crash-loops)
 
 
 def procfile_commands() -> dict[str, str]:
+    """Process type -> command line, as the Procfile has them."""
     commands = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
         name, sep, cmd = line.partition(":")
@@ -62,6 +64,7 @@ class Supervisor:
         self.env = {**env, "PORT": str(self.port)}
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
+        self.spawned: dict[str, float] = {}  # name -> monotonic time of its last start
         self.killed: set[int] = set()  # CLI pids whose worker the harness SIGKILLed
         self.stopped: set[int] = set()  # pids SIGSTOPped right now
         self.restarts: Counter[str] = Counter()
@@ -76,6 +79,7 @@ class Supervisor:
         self.thread.start()
 
     def _spawn(self, name: str) -> None:
+        self.spawned[name] = time.monotonic()
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
                 ["bash", "-c", "exec " + self.commands[name]],
@@ -92,7 +96,7 @@ class Supervisor:
             with self.lock:
                 for name, proc in list(self.procs.items()):
                     code = proc.poll()
-                    if code is None:
+                    if code is None or time.monotonic() - self.spawned[name] < RESTART_GAP_S:
                         continue
                     _killpg(proc.pid, signal.SIGKILL)  # leftovers of its group
                     reason = "after SIGKILL" if proc.pid in self.killed else f"exit {code}"
