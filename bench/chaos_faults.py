@@ -179,9 +179,10 @@ class Faults(threading.Thread):
         queue_id = None
         while time.monotonic() < deadline and not self.halt.is_set():
             if queue_id is None:
-                status, reply = post_json(self.sup.port, {"messages": messages,
-                                                          "sessionId": session})  # fmt: skip
-                self.ledger.answer("probe", status)
+                started = time.monotonic()
+                body = {"messages": messages, "sessionId": session}
+                status, reply = post_json(self.sup.port, body)
+                self.ledger.answer("probe", status, time.monotonic() - started)
                 if status == 202 and reply:
                     queue_id = reply["queueId"]
                     self.ledger.accepted(session, messages, reply)

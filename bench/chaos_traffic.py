@@ -145,8 +145,9 @@ class Client(threading.Thread):
         body = {"messages": messages, "sessionId": session.id}
         if session.fingerprint:
             body["fingerprint"] = session.fingerprint
+        started = time.monotonic()
         status, reply = post_json(self.port, body)
-        self.ledger.answer(what, status)
+        self.ledger.answer(what, status, time.monotonic() - started)
         if status == 202 and reply and reply.get("status") == "accepted":
             self.ledger.accepted(session.id, messages, reply, fingerprint=session.fingerprint)
             if session.accepted is None or len(messages) >= len(session.accepted):
@@ -201,8 +202,9 @@ class Client(threading.Thread):
         kind = self.rng.choice(list(HOSTILE))
         valid = HOSTILE[kind]
         body, ctype = hostile_body(kind, sid)
+        started = time.monotonic()
         status, reply = request(self.port, "POST", "/api/nexus/producer", body, ctype)
-        self.ledger.answer(f"hostile {kind}", status)
+        self.ledger.answer(f"hostile {kind}", status, time.monotonic() - started)
         if status == 202 and reply and reply.get("status") == "accepted":
             if valid is False:
                 self.ledger.anomaly(f"hostile {kind} accepted")

@@ -35,11 +35,15 @@ class Ledger:
         self.expected: dict[str, Expected] = {}
         self.statuses: Counter[str] = Counter()
         self.anomalies: Counter[str] = Counter()
+        self.slowest: dict[str, float] = {}  #: request kind -> longest wait for an answer (s)
         self.accepted_posts = 0
 
-    def answer(self, what: str, status: int) -> None:
+    def answer(self, what: str, status: int, seconds: float = 0.0) -> None:
+        """One HTTP answer (status 0: connection error or timeout) that took ``seconds``."""
         with self.lock:
             self.statuses[f"{what} {status or 'conn-error'}"] += 1
+            kind = what.split()[0]
+            self.slowest[kind] = max(self.slowest.get(kind, 0.0), round(seconds, 2))
             if status >= 500 and status != 503:
                 self.anomalies[f"{what} answered {status}"] += 1
 

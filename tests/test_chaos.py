@@ -219,6 +219,16 @@ def test_a_shorter_resend_never_lowers_what_is_expected():
     assert ledger.anomalies == {"same session answered with another queueId": 1}
 
 
+def test_the_slowest_answer_is_kept_per_kind_of_request():
+    ledger = chaos_verdict.Ledger()
+    ledger.answer("new", 202, 0.5)
+    ledger.answer("new", 503, 5.25)
+    ledger.answer("hostile deep_nesting", 400, 0.1)
+    ledger.answer("new", 0, 1.0)
+    assert ledger.slowest == {"new": 5.25, "hostile": 0.1}
+    assert ledger.statuses["new conn-error"] == 1
+
+
 # -- the hostile bodies ----------------------------------------------------------------------
 
 
