@@ -220,7 +220,10 @@ def run(seconds: int, seed: int) -> dict:
 
 def main() -> int:
     seconds = seconds_setting()
-    seed = int(os.environ.get("CHAOS_SEED", "") or random.randrange(1 << 30))
+    raw_seed = os.environ.get("CHAOS_SEED", "").strip()
+    if raw_seed and not raw_seed.isdigit():
+        raise SystemExit(f"CHAOS_SEED must be a whole number, got {raw_seed!r}")
+    seed = int(raw_seed) if raw_seed else random.randrange(1 << 30)
 
     def terminate(signum, frame):
         raise SystemExit(128 + signum)
