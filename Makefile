@@ -53,5 +53,9 @@ bench-replay: install  ## paid Claude calls per chat, before and after the debou
 bench-admin: install  ## /metrics, /admin, /api/nexus/stats with 1,000,000 queue rows (ROWS=...)
 	$(BIN)/python bench/admin_scale.py --rows $(or $(ROWS),1000000)
 
+CHAOS_SECONDS ?= 120
+chaos: install  ## web + 2 workers + clock under traffic and random faults; lost/stuck must be 0
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python bench/chaos.py
+
 clean:
 	rm -rf $(VENV) .pgdata bench/.peer-venv
