@@ -7,22 +7,18 @@ SELECT queue_id, queue_version, duplicate
                             CAST(:metadata AS jsonb));
 
 -- name: ping
-SELECT 1;
+-- The web's health check (nexus_health in 0006: runs as nexus_web, which reads no table).
+SELECT public.nexus_health();
 
--- name: stats_by_status
--- The seed's monitoring query, timed from when the current version was enqueued.
-SELECT status,
-       count(*) AS count,
-       avg(extract(epoch FROM (processed_at - enqueued_at))) AS avg_processing_time_sec
-  FROM public.nexus_queue
- WHERE enqueued_at > now() - interval '24 hours'
- GROUP BY status
- ORDER BY status;
+-- name: assume_role
+-- Run on every new connection of a process that works as one role (the web: nexus_web);
+-- a no-op, answering false, when the login user is not a member.
+SELECT CASE WHEN pg_has_role(session_user, :role, 'MEMBER')
+            THEN set_config('role', :role, false) END IS NOT NULL AS assumed;
 
--- name: oldest_pending_age
-SELECT extract(epoch FROM (now() - min(enqueued_at))) AS seconds
-  FROM public.nexus_queue
- WHERE status = 'pending';
+-- name: stats
+-- Queue and broker statistics in one round trip (nexus_stats in 0006).
+SELECT public.nexus_stats() AS stats;
 
 -- name: claim_version
 -- Start an attempt on one version of a row.  'processing' is accepted too: a message
