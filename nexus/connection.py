@@ -85,7 +85,7 @@ class Bounds:
 
 #: Every connection of the running system.
 RUNTIME = Bounds()
-#: ``nexus db upgrade``.
+#: ``nexus db upgrade`` and administrative statements (``CREATE DATABASE ... TEMPLATE``).
 MIGRATION = Bounds(
     statement_timeout_ms=MIGRATION_STATEMENT_TIMEOUT_MS, lock_timeout_ms=MIGRATION_LOCK_TIMEOUT_MS
 )

@@ -56,8 +56,9 @@ def with_database(url: str | URL, database: str) -> str:
 
 
 def execute_autocommit(url: str | URL, statement: str) -> None:
-    """Run one statement outside a transaction (``CREATE DATABASE``, ``DROP DATABASE``)."""
-    conn = connection.connect(libpq_url(url), "nexus-admin")
+    """Run one statement outside a transaction (``CREATE DATABASE``, ``DROP DATABASE``), with
+    the migrations' longer statement and lock timeouts (copying a template takes a while)."""
+    conn = connection.connect(libpq_url(url), "nexus-admin", connection.MIGRATION)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from . import __version__, config, db
 from .common import now
 from .embedded import resolve_url
-from .errors import DatabaseUnavailable
+from .errors import DatabaseError, DatabaseUnavailable
 from .validation import InvalidRequest, parse_json, validate_conversation
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,9 @@ def health() -> tuple[Response, int]:
     except DatabaseUnavailable as exc:
         log.warning("health check failed: %s", exc)
         return jsonify(status="unhealthy", error="database unavailable"), 503
+    except DatabaseError as exc:  # e.g. not migrated: nexus_health() missing or not granted
+        log.error("health check failed: %s", exc)
+        return jsonify(status="unhealthy", error="database not ready"), 503
     return jsonify(
         status="healthy",
         version=__version__,

@@ -13,7 +13,8 @@ SELECT public.nexus_health();
 -- name: assume_role
 -- Run on every new connection of a process that works as one role (the web: nexus_web);
 -- a no-op, answering false, when the login user is not a member.
-SELECT CASE WHEN pg_has_role(session_user, :role, 'MEMBER')
+SELECT CASE WHEN NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :role) THEN NULL
+            WHEN pg_has_role(session_user, :role, 'MEMBER')
             THEN set_config('role', :role, false) END IS NOT NULL AS assumed;
 
 -- name: stats

@@ -283,3 +283,12 @@ def test_a_login_user_in_role_nexus_web_gets_the_same(db_url):
     finally:
         run(db_url, f"DROP OWNED BY {user}")
         run(db_url, f"DROP ROLE {user}")
+
+
+def test_health_on_a_database_not_migrated_is_503_not_500(empty_db_url):
+    app = create_app({"SETTINGS": config.load({}), "DATABASE_URL": empty_db_url, "TESTING": True})
+    try:
+        resp = app.test_client().get("/api/nexus/producer")
+        assert resp.status_code == 503 and resp.get_json()["status"] == "unhealthy"
+    finally:
+        app.extensions["nexus_engine"].dispose()
