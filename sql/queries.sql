@@ -21,6 +21,22 @@ SELECT CASE WHEN NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :role) THEN NU
 -- Queue and broker statistics in one round trip (nexus_stats in 0006).
 SELECT public.nexus_stats() AS stats;
 
+-- name: stats_by_status
+-- The seed's monitoring query, timed from when the current version was enqueued.  The web
+-- calls nexus_stats() instead (0006: the same figures, callable by nexus_web).
+SELECT status,
+       count(*) AS count,
+       avg(extract(epoch FROM (processed_at - enqueued_at))) AS avg_processing_time_sec
+  FROM public.nexus_queue
+ WHERE enqueued_at > now() - interval '24 hours'
+ GROUP BY status
+ ORDER BY status;
+
+-- name: oldest_pending_age
+SELECT extract(epoch FROM (now() - min(enqueued_at))) AS seconds
+  FROM public.nexus_queue
+ WHERE status = 'pending';
+
 -- name: claim_version
 -- Start an attempt on one version of a row.  'processing' is accepted too: a message
 -- redelivered after its worker died must still be processed.  Anything else (completed,
