@@ -24,7 +24,7 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = public, pg_temp AS $$
     SELECT p_name ~ '^(nexus|broker|prospect)_'
         OR p_name IN ('enqueue_nexus_message', 'update_queue_status', 'update_prospect_data',
-                      'cleanup_old_nexus_queue', 'forget_visitor')
+                      'cleanup_old_nexus_queue', 'forget_visitor', 'llm_calls')
 $$;
 
 -- Revoke from PUBLIC, anon and authenticated (those that exist) every privilege on every nexus
