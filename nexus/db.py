@@ -8,9 +8,11 @@ build queries.  Driver errors that mean "the database is not there" are translat
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import json
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,10 +22,20 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from . import connection
 from .connection import RUNTIME, Bounds
-from .errors import DatabaseError, DatabaseUnavailable
+from .errors import DatabaseError, DatabaseUnavailable, IntegrityError
 
-#: Where the SQL files live (the package is installed in editable mode from the checkout).
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+def _sql_dir() -> Path:
+    """``nexus/sql`` inside an installed package (setup.py copies the checkout's ``sql/``
+    there at build time), else -- an editable install -- the checkout's ``sql/``."""
+    packaged = Path(str(importlib.resources.files("nexus") / "sql"))
+    if (packaged / "migrations").is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+#: Where the SQL files live: queries.sql, broker.sql, migrations/.
+SQL_DIR = _sql_dir()
 #: Seconds libpq may take to open a connection (see :mod:`nexus.connection`).
 CONNECT_TIMEOUT = connection.CONNECT_TIMEOUT
 #: Seconds to wait for a pooled connection; well under gunicorn's 30 s worker timeout.
@@ -168,7 +180,8 @@ def _primary_message(exc: sa.exc.SQLAlchemyError) -> str:
 @contextlib.contextmanager
 def translate_errors():
     """Translate driver errors once, at the edge: "no database" becomes
-    :class:`DatabaseUnavailable`, any other failure :class:`DatabaseError`.  Both carry
+    :class:`DatabaseUnavailable`, a violated constraint :class:`IntegrityError` (a
+    :class:`DatabaseError`), any other failure :class:`DatabaseError`.  All carry
     PostgreSQL's primary message only (its DETAIL may quote the failing row), and the driver's
     exception is not chained, so no traceback repeats the statement's data."""
     try:
@@ -177,6 +190,8 @@ def translate_errors():
         message = _primary_message(exc)
         if is_unavailable(exc):
             raise DatabaseUnavailable(message) from None
+        if isinstance(exc, sa.exc.IntegrityError):
+            raise IntegrityError(message) from None
         raise DatabaseError(message) from None
 
 
@@ -248,16 +263,105 @@ def _float(value) -> float | None:
 
 
 @dataclass(frozen=True)
+class VersionState:
+    """Where one open version of a row stands (see the ``version_state`` query)."""
+
+    status: str
+    messages: list[dict]
+    fingerprint: str | None
+    result: dict | None
+    signals: dict | None
+    retry_count: int
+    #: The version adds no visitor text to the extracted one (assistant messages only).
+    unchanged: bool
+    #: The version waits for quiet; ``due_in_ms`` says for how long still.
+    deferred: bool
+    due_in_ms: float | None
+    #: Milliseconds since the version arrived (database clock).
+    age_ms: float
+
+
+def version_state(engine: Engine, queue_id: str, version: int) -> VersionState | None:
+    """The version's state, or None when it is not the row's current, open version."""
+    with translate_errors(), engine.connect() as conn:
+        row = conn.execute(q("version_state"), {"queue_id": queue_id, "version": version}).first()
+    if row is None:
+        return None
+    return VersionState(
+        status=row.status,
+        messages=row.messages,
+        fingerprint=row.fingerprint,
+        result=row.result,
+        signals=row.signals,
+        retry_count=row.retry_count,
+        unchanged=bool(row.unchanged),
+        deferred=bool(row.deferred),
+        due_in_ms=None if row.due_in_ms is None else float(row.due_in_ms),
+        age_ms=float(row.age_ms),
+    )
+
+
+def defer_version(
+    engine: Engine, queue_id: str, version: int, debounce_ms: int, signals: dict | None
+) -> int | None:
+    """Hold the version until ``debounce_ms`` after it arrived: its message is sent again,
+    delayed until then, in the same transaction.  Returns the delay (ms), or None when the
+    version was deferred already, or is no longer pending."""
+    with translate_errors(), engine.begin() as conn:
+        row = conn.execute(
+            q("defer_version"),
+            {
+                "queue_id": queue_id,
+                "version": version,
+                "debounce_ms": debounce_ms,
+                "signals": None if signals is None else json.dumps(signals),
+            },
+        ).first()
+    return None if row is None else int(row.delay_ms)
+
+
+@dataclass(frozen=True)
 class Claimed:
     messages: list[dict]
     fingerprint: str | None
 
 
-def claim_version(engine: Engine, queue_id: str, version: int) -> Claimed | None:
-    """Commit ``processing`` for this version; None when the delivery is stale or a duplicate."""
+def claim_version(
+    engine: Engine, queue_id: str, version: int, signals: dict | None = None
+) -> Claimed | None:
+    """Commit ``processing`` for this version; None when the delivery is stale or a duplicate.
+    ``signals`` (the offline rules' findings) are stored for the next version to compare with."""
     with translate_errors(), engine.begin() as conn:
-        row = conn.execute(q("claim_version"), {"queue_id": queue_id, "version": version}).first()
+        row = conn.execute(
+            q("claim_version"),
+            {
+                "queue_id": queue_id,
+                "version": version,
+                "signals": None if signals is None else json.dumps(signals),
+            },
+        ).first()
     return None if row is None else Claimed(row.messages, row.fingerprint)
+
+
+def _merge(conn: sa.Connection, queue_id: str, version: int, fingerprint: str, data: dict):
+    return conn.execute(
+        q("merge_version"),
+        {
+            "queue_id": queue_id,
+            "version": version,
+            "fingerprint": fingerprint,
+            "data": json.dumps(data),
+        },
+    ).scalar_one()
+
+
+def merge_version(
+    engine: Engine, queue_id: str, version: int, fingerprint: str, data: dict
+) -> dict:
+    """Record one version in the merge ledger and recompute the prospect; a version already
+    in the ledger is not merged again (``{"merged": false, ...}``)."""
+    with translate_errors(), engine.begin() as conn:
+        return _merge(conn, queue_id, version, fingerprint, data)
 
 
 def complete_version(
@@ -267,31 +371,64 @@ def complete_version(
     result: dict,
     usage: dict | None,
     extractor: str,
+    extractor_reason: str | None = None,
+    claimed: Claimed | None = None,
 ) -> dict | None:
     """Mark the version completed and merge its prospect, in one transaction.
 
+    ``extractor`` names what produced ``result``; ``extractor_reason`` says why when it is not
+    the configured one (``"fallback: refusal"``), else None.
+
     Returns the merge outcome (``{}`` when the row has no fingerprint), or None when the version
     was no longer ``processing`` -- superseded or completed by another delivery -- in which case
-    nothing is written, so the merge happens exactly once per version.
+    the row is not completed; the merge ledger makes the merge happen at most once per version.
+
+    A version superseded while it was extracted is still the newest extraction of the session
+    when no later one was stored: given ``claimed`` (what was extracted), the row keeps that
+    result and it is merged, so what the visitor said shows in the prospect without waiting for
+    the newer version (which is still processed: it may complete with this result).
     """
+    params = {
+        "queue_id": queue_id,
+        "version": version,
+        "result": json.dumps(result),
+        "usage": None if usage is None else json.dumps(usage),
+        "extractor": extractor,
+        "extractor_reason": extractor_reason,
+    }
     with translate_errors(), engine.begin() as conn:
-        row = conn.execute(
-            q("complete_version"),
-            {
-                "queue_id": queue_id,
-                "version": version,
-                "result": json.dumps(result),
-                "usage": None if usage is None else json.dumps(usage),
-                "extractor": extractor,
-            },
-        ).first()
+        row = conn.execute(q("complete_version"), params).first()
         if row is None:
+            if claimed is not None:
+                kept = conn.execute(
+                    q("keep_superseded_result"),
+                    {**params, "messages": json.dumps(claimed.messages)},
+                ).first()
+                if kept is not None and claimed.fingerprint:
+                    _merge(conn, queue_id, version, claimed.fingerprint, result)
             return None
         if not row.fingerprint:
             return {}
-        return conn.execute(
-            q("merge_prospect"), {"fingerprint": row.fingerprint, "data": json.dumps(result)}
-        ).scalar_one()
+        return _merge(conn, queue_id, version, row.fingerprint, result)
+
+
+def complete_unchanged(engine: Engine, queue_id: str, version: int) -> dict | None:
+    """Complete a version that adds no visitor text with the row's stored result.
+
+    It brings the prospect nothing new, so it is merged only when its fingerprint is not the
+    one the session's result was merged into (a resend that names the visitor); the ledger
+    keeps information, not resends.  Returns the merge outcome (``{}`` when nothing is merged),
+    or None when the version is no longer open or has changed."""
+    with translate_errors(), engine.begin() as conn:
+        row = conn.execute(
+            q("complete_unchanged"), {"queue_id": queue_id, "version": version}
+        ).first()
+        if row is None:
+            return None
+        merged_into = conn.execute(q("session_merged_fingerprint"), {"queue_id": queue_id}).scalar()
+        if not row.fingerprint or row.fingerprint == merged_into:
+            return {}
+        return _merge(conn, queue_id, version, row.fingerprint, row.result)
 
 
 def record_failure(
@@ -309,6 +446,49 @@ def record_failure(
             },
         ).first()
     return None if row is None else (row.retry_count, row.status)
+
+
+#: Token counters of one LLM call, as the Messages API names them.
+TOKEN_KINDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+def record_llm_calls(
+    engine: Engine, queue_id: str | None, version: int | None, calls: Sequence[Mapping]
+) -> None:
+    """Store the usage of each call (``{"model", "outcome", <TOKEN_KINDS>...}``) in one
+    transaction.  Called for failed calls too, so their cost is visible."""
+    if not calls:
+        return
+    rows = [
+        {
+            "queue_id": queue_id,
+            "version": version,
+            "model": call["model"],
+            "outcome": call["outcome"],
+            **{kind: int(call.get(kind) or 0) for kind in TOKEN_KINDS},
+        }
+        for call in calls
+    ]
+    with translate_errors(), engine.begin() as conn:
+        conn.execute(q("record_llm_call"), rows)
+
+
+def tokens_today(engine: Engine) -> int:
+    """Input (cached or not) plus output tokens of every LLM call since 00:00 UTC."""
+    with translate_errors(), engine.connect() as conn:
+        return int(conn.execute(q("tokens_today")).scalar_one())
+
+
+def llm_usage_by_model(engine: Engine, since) -> list[dict]:
+    """Calls, failed calls and tokens by kind per model since ``since`` (a datetime)."""
+    with translate_errors(), engine.connect() as conn:
+        rows = conn.execute(q("llm_usage_by_model"), {"since": since}).mappings().all()
+    return [dict(row) for row in rows]
 
 
 def cleanup_old_rows(engine: Engine, batch_size: int = 1000) -> int:
@@ -342,3 +522,57 @@ def sweep_stuck_rows(engine: Engine, min_age_s: int) -> int:
     """Give a new broker message to every row stuck without one; returns how many."""
     with translate_errors(), engine.begin() as conn:
         return conn.execute(q("sweep_stuck_rows"), {"min_age_s": min_age_s}).scalar_one()
+
+
+# -- the admin surface: functions only (the web's role may call nothing else) ----------------
+# Status counts, the per-minute chart and processing times come from migration 0010 (a tally,
+# cheap with millions of rows); ages, broker backlog and workers from 0008's ops_* queries.
+
+
+def _admin_core(conn: sa.Connection) -> dict:
+    counts = {r.status: r.count for r in conn.execute(q("admin_status_counts"))}
+    oldest = conn.execute(q("ops_oldest_ages")).one().oldest_pending_s
+    broker = {
+        r.queue_name: {
+            "ready": r.ready,
+            "delayed": r.delayed,
+            "claimed": r.claimed,
+            "dead": r.dead_letters,
+        }
+        for r in conn.execute(q("ops_queue_stats"))
+    }
+    return {
+        "status_counts": counts,
+        "oldest_pending_s": None if oldest is None else float(oldest),
+        "broker": broker,
+    }
+
+
+def fold_queue_tally(engine: Engine) -> None:
+    """Fold the status tally's deltas (the clock's sweeper does, every 30 s)."""
+    with translate_errors(), engine.begin() as conn:
+        conn.execute(q("fold_queue_tally"))
+
+
+def admin_metrics(engine: Engine) -> dict:
+    """What a scrape of /metrics reads: ``{"status_counts": {status: n} (all time),
+    "oldest_pending_s", "broker": {queue: {ready, delayed, claimed, dead}}, "workers_live"}``."""
+    with translate_errors(), engine.begin() as conn:
+        snap = _admin_core(conn)
+        snap["workers_live"] = len(conn.execute(q("ops_live_workers")).all())
+    return snap
+
+
+def admin_overview(engine: Engine, minutes: int = 60) -> dict:
+    """The dashboard's numbers: :func:`admin_metrics`'s, the live workers (dicts), the
+    per-minute chart (``minutes`` points ``{minute, accepted, completed, failed}``, oldest
+    first) and processing time p50 / p95 (seconds) of the versions completed in that window."""
+    with translate_errors(), engine.begin() as conn:
+        snap = _admin_core(conn)
+        snap["workers"] = [r._asdict() for r in conn.execute(q("ops_live_workers"))]
+        snap["minutes"] = [
+            r._asdict() for r in conn.execute(q("admin_minutes"), {"minutes": minutes})
+        ]
+        times = conn.execute(q("admin_processing_times"), {"window_s": minutes * 60}).one()
+    snap["processing"] = {"completed": times.completed, "p50_s": times.p50_s, "p95_s": times.p95_s}
+    return snap

@@ -19,12 +19,26 @@ class DatabaseError(NexusError):
     kept in broker history without copying personal data."""
 
 
+class IntegrityError(DatabaseError):
+    """A statement violated a constraint (unique key, foreign key, check, not null)."""
+
+
 class MigrationError(NexusError):
     """A migration file could not be applied; the message names the file."""
 
 
 class ExtractionError(NexusError):
-    """Prospect extraction failed."""
+    """Prospect extraction failed.
+
+    ``reason`` is a short, fixed phrase for the row and the metrics (``"refusal"``,
+    ``"http 401"``); ``calls`` the usage of each LLM call made before failing (see
+    :attr:`nexus.extraction.base.ExtractionResult.calls`), so failed calls are paid for visibly.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, calls=()):
+        super().__init__(message)
+        self.reason = reason or message
+        self.calls = tuple(calls)
 
 
 class RetryableExtractionError(ExtractionError):

@@ -13,7 +13,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, config, db
+from . import __version__, admin, config, db, metrics
 from .common import now
 from .embedded import resolve_url
 from .errors import DatabaseError, DatabaseUnavailable
@@ -37,7 +37,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ``test_config`` may carry ``SETTINGS`` (a :class:`nexus.config.Settings`) and
     ``DATABASE_URL``.
     """
-    app = Flask(__name__)
+    # No app-wide static route: the admin blueprint serves its own assets, behind its prefix.
+    app = Flask(__name__, static_folder=None)
     # One byte of headroom: a chunked body is cut at this limit without an error, so the
     # view reads one byte more than allowed to tell "exactly at the limit" from "over it".
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1
@@ -70,6 +71,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.add_url_rule("/api/nexus/producer", view_func=produce, methods=["POST"])
     app.add_url_rule("/api/nexus/producer", view_func=health, methods=["GET"])
     app.add_url_rule("/api/nexus/stats", view_func=stats, methods=["GET"])
+    app.after_request(_count_request)
+    if settings.admin_token:  # otherwise /metrics and /admin* stay the JSON 404
+        admin.init_app(app, settings.admin_token)
     return app
 
 
@@ -138,6 +142,12 @@ def stats() -> tuple[Response, int]:
         broker=broker,
         deadLetters=broker["dead_letters"],
     ), 200
+
+
+def _count_request(response: Response) -> Response:
+    rule = request.url_rule
+    metrics.count_request(rule.rule if rule is not None else "unmatched", response.status_code)
+    return response
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -3,14 +3,20 @@
 -- never from Python's.
 
 -- name: enqueue
+-- Idempotent on the message id: an id that is live or dead-lettered already is a no-op (the
+-- first message stands; its payload is not compared).  Acked messages are deleted, so their
+-- ids are not remembered.
 INSERT INTO broker_messages (
     message_id, queue_name, actor_name, args, kwargs, options, message_timestamp, due_at)
-VALUES (
-    :message_id, :queue_name, :actor_name, :args, :kwargs, :options, :message_timestamp,
-    clock_timestamp() + :delay_ms * interval '1 millisecond')
+SELECT CAST(:message_id AS uuid), :queue_name, :actor_name, CAST(:args AS jsonb),
+       CAST(:kwargs AS jsonb), CAST(:options AS jsonb), :message_timestamp,
+       clock_timestamp() + :delay_ms * interval '1 millisecond'
+WHERE NOT EXISTS (SELECT FROM broker_dead_letters WHERE message_id = CAST(:message_id AS uuid))
+ON CONFLICT (message_id) DO NOTHING
 
 -- name: enqueue_many
--- One statement for a batch (one notify per statement).
+-- One statement for a batch (one notify per statement); idempotent on the ids like enqueue
+-- (an id repeated within the batch is stored once).
 INSERT INTO broker_messages (
     message_id, queue_name, actor_name, args, kwargs, options, message_timestamp, due_at)
 SELECT m.message_id::uuid, m.queue_name, m.actor_name, m.args::jsonb, m.kwargs::jsonb,
@@ -20,27 +26,57 @@ FROM unnest(CAST(:message_ids AS text[]), CAST(:queue_names AS text[]),
             CAST(:actor_names AS text[]), CAST(:args AS text[]), CAST(:kwargs AS text[]),
             CAST(:options AS text[]), CAST(:timestamps AS bigint[]), CAST(:delays AS bigint[]))
      AS m(message_id, queue_name, actor_name, args, kwargs, options, message_timestamp, delay_ms)
+WHERE NOT EXISTS (SELECT FROM broker_dead_letters d WHERE d.message_id = m.message_id::uuid)
+ON CONFLICT (message_id) DO NOTHING
 
 -- name: claim
 -- Hand out up to :limit due messages of one queue to worker :worker_id.  SKIP LOCKED lets
 -- concurrent consumers take disjoint batches; attempts is the fence of this claim.
 -- statement_timestamp(), not clock_timestamp(): a volatile bound could not be an index
 -- condition, and every delayed row would be read and filtered out.
+-- The delivery cap, in the same statement: a message already delivered (attempts - releases)
+-- max_retries + :extra_deliveries times -- its max_retries from its options, else its actor's
+-- (:max_retries, a JSON object by actor name), else :default_max_retries -- goes to the dead
+-- letters instead (its workers died under it); it is returned with spent = true.
 WITH picked AS (
-    SELECT message_id
+    SELECT message_id,
+           attempts - releases >= coalesce(
+               CASE WHEN jsonb_typeof(options -> 'max_retries') = 'number'
+                    THEN (options ->> 'max_retries')::numeric END,
+               (CAST(:max_retries AS jsonb) ->> actor_name)::numeric,
+               :default_max_retries) + :extra_deliveries AS spent
     FROM broker_messages
     WHERE queue_name = :queue_name AND state = 'ready' AND due_at <= statement_timestamp()
     ORDER BY due_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE broker_messages m
+    SET state = 'claimed', worker_id = :worker_id, claimed_at = clock_timestamp(),
+        attempts = m.attempts + 1
+    FROM picked
+    WHERE m.message_id = picked.message_id AND NOT picked.spent
+    RETURNING m.message_id, m.queue_name, m.actor_name, m.args, m.kwargs, m.options,
+              m.message_timestamp, m.attempts, m.retries
+), dead AS (
+    DELETE FROM broker_messages m
+    USING picked
+    WHERE m.message_id = picked.message_id AND picked.spent
+    RETURNING m.*
+), buried AS (
+    INSERT INTO broker_dead_letters (
+        message_id, queue_name, actor_name, args, kwargs, options, message_timestamp,
+        enqueued_at, attempts, retries, error)
+    SELECT message_id, queue_name, actor_name, args, kwargs, options, message_timestamp,
+           enqueued_at, attempts, retries,
+           'delivered ' || (attempts - releases) || ' times without an outcome (worker lost)'
+    FROM dead
+    ON CONFLICT (message_id) DO NOTHING
 )
-UPDATE broker_messages m
-SET state = 'claimed', worker_id = :worker_id, claimed_at = clock_timestamp(),
-    attempts = m.attempts + 1
-FROM picked
-WHERE m.message_id = picked.message_id
-RETURNING m.message_id, m.queue_name, m.actor_name, m.args, m.kwargs, m.options,
-          m.message_timestamp, m.attempts, m.retries
+SELECT claimed.*, false AS spent FROM claimed
+UNION ALL
+SELECT message_id, queue_name, actor_name, args, kwargs, options, message_timestamp, attempts,
+       retries, true FROM dead
 
 -- name: next_due
 -- Milliseconds until the next ready message of the queue is due (negative: due already).
@@ -51,9 +87,15 @@ WHERE queue_name = :queue_name AND state = 'ready'
 -- name: ack
 -- Delete finished messages, fenced by their claim (attempt number, still claimed): a message
 -- rescheduled, released or re-claimed since is left alone, and writing a batch twice is a no-op.
-DELETE FROM broker_messages m
-USING unnest(CAST(:message_ids AS uuid[]), CAST(:attempts AS integer[])) AS f(message_id, attempts)
-WHERE m.message_id = f.message_id AND m.attempts = f.attempts AND m.state = 'claimed'
+-- Every outcome query returns the number of messages it wrote (the rest were fenced out).
+WITH acked AS (
+    DELETE FROM broker_messages m
+    USING unnest(CAST(:message_ids AS uuid[]), CAST(:attempts AS integer[]))
+          AS f(message_id, attempts)
+    WHERE m.message_id = f.message_id AND m.attempts = f.attempts AND m.state = 'claimed'
+    RETURNING 1
+)
+SELECT count(*) AS written FROM acked
 
 -- name: retry
 -- Reschedule in place: the same row, due after its backoff, claim released, retries counted.
@@ -67,21 +109,26 @@ WITH rescheduled AS (
     WHERE m.message_id = f.message_id AND m.attempts = f.attempts AND m.state = 'claimed'
     RETURNING m.queue_name
 )
-SELECT pg_notify('broker_wakeup', q.queue_name)
-FROM (SELECT DISTINCT queue_name FROM rescheduled) AS q
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('broker_wakeup', q.queue_name))
+        FROM (SELECT DISTINCT queue_name FROM rescheduled) AS q) AS notified
+FROM rescheduled
 
 -- name: requeue
--- Give claimed messages back (worker shutdown): ready now, no retry counted.
+-- Give back claimed messages that never started (shutdown, lost lease, unknown claims):
+-- ready now, no retry counted, and not a delivery either (releases + 1).
 WITH released AS (
     UPDATE broker_messages m
-    SET state = 'ready', worker_id = NULL, claimed_at = NULL
+    SET state = 'ready', worker_id = NULL, claimed_at = NULL, releases = m.releases + 1
     FROM unnest(CAST(:message_ids AS uuid[]), CAST(:attempts AS integer[]))
          AS f(message_id, attempts)
     WHERE m.message_id = f.message_id AND m.attempts = f.attempts AND m.state = 'claimed'
     RETURNING m.queue_name
 )
-SELECT pg_notify('broker_wakeup', q.queue_name)
-FROM (SELECT DISTINCT queue_name FROM released) AS q
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('broker_wakeup', q.queue_name))
+        FROM (SELECT DISTINCT queue_name FROM released) AS q) AS notified
+FROM released
 
 -- name: dead_letter
 -- Move failed messages to the dead letters, fenced like ack.
@@ -92,21 +139,23 @@ WITH dead AS (
           AS f(message_id, attempts, error, traceback)
     WHERE m.message_id = f.message_id AND m.attempts = f.attempts AND m.state = 'claimed'
     RETURNING m.*, f.error AS dead_error, f.traceback AS dead_traceback
+), buried AS (
+    INSERT INTO broker_dead_letters (
+        message_id, queue_name, actor_name, args, kwargs, options, message_timestamp,
+        enqueued_at, attempts, retries, error, traceback)
+    SELECT message_id, queue_name, actor_name, args, kwargs, options, message_timestamp,
+           enqueued_at, attempts, retries, dead_error, dead_traceback
+    FROM dead
+    ON CONFLICT (message_id) DO NOTHING
 )
-INSERT INTO broker_dead_letters (
-    message_id, queue_name, actor_name, args, kwargs, options, message_timestamp, enqueued_at,
-    attempts, retries, error, traceback)
-SELECT message_id, queue_name, actor_name, args, kwargs, options, message_timestamp,
-       enqueued_at, attempts, retries, dead_error, dead_traceback
-FROM dead
-ON CONFLICT (message_id) DO NOTHING
+SELECT count(*) AS written FROM dead
 
 -- name: release_unknown
 -- After a claim whose outcome is unknown (connection lost around its commit): give back this
 -- worker's claims on the queue that the consumer does not hold.
 WITH released AS (
     UPDATE broker_messages
-    SET state = 'ready', worker_id = NULL, claimed_at = NULL
+    SET state = 'ready', worker_id = NULL, claimed_at = NULL, releases = releases + 1
     WHERE state = 'claimed' AND worker_id = :worker_id AND queue_name = :queue_name
       AND NOT (message_id = ANY (CAST(:held AS uuid[])))
     RETURNING queue_name

@@ -37,12 +37,48 @@ SELECT extract(epoch FROM (now() - min(enqueued_at))) AS seconds
   FROM public.nexus_queue
  WHERE status = 'pending';
 
+-- name: version_state
+-- What the worker needs to decide about one version, if it is the row's current version and
+-- still open: whether it adds visitor text to the extracted one, and where it stands in its
+-- quiet window (milliseconds, on the database clock).
+SELECT q.status, q.messages, q.fingerprint, q.result, q.signals, q.retry_count,
+       q.result IS NOT NULL
+           AND q.visitor_hash = public.nexus_visitor_hash(q.messages) AS unchanged,
+       q.deferred_version IS NOT DISTINCT FROM q.version AS deferred,
+       extract(epoch FROM q.due_at - clock_timestamp()) * 1000 AS due_in_ms,
+       extract(epoch FROM clock_timestamp() - q.enqueued_at) * 1000 AS age_ms
+  FROM public.nexus_queue q
+ WHERE q.id = CAST(:queue_id AS uuid) AND q.version = :version
+   AND q.status IN ('pending', 'processing');
+
+-- name: defer_version
+-- Hold this version until the conversation has been quiet for :debounce_ms: record the due
+-- time and send the version's message again, delayed until then -- once per version (a
+-- second delivery finds it deferred already).  Returns the delay, or no row.
+WITH deferred AS (
+    UPDATE public.nexus_queue
+       SET deferred_version = version,
+           due_at = enqueued_at + :debounce_ms * interval '1 millisecond',
+           signals = CAST(:signals AS jsonb)
+     WHERE id = CAST(:queue_id AS uuid) AND version = :version AND status = 'pending'
+       AND deferred_version IS DISTINCT FROM version
+    RETURNING id, version,
+              greatest(0, ceil(extract(epoch FROM due_at - clock_timestamp()) * 1000))::bigint
+                  AS delay_ms)
+SELECT delay_ms,
+       public.broker_enqueue('nexus', 'process_nexus_message',
+                             jsonb_build_array(id::text, version), '{}'::jsonb, '{}'::jsonb,
+                             delay_ms) AS message_id
+  FROM deferred;
+
 -- name: claim_version
 -- Start an attempt on one version of a row.  'processing' is accepted too: a message
 -- redelivered after its worker died must still be processed.  Anything else (completed,
--- failed, or a newer version) makes the delivery a no-op.
+-- failed, or a newer version) makes the delivery a no-op.  :signals (the offline rules'
+-- findings, when the debounce computed them) are kept for the next version to compare with.
 UPDATE public.nexus_queue
-   SET status = 'processing', started_at = now(), updated_at = now()
+   SET status = 'processing', started_at = now(), updated_at = now(),
+       signals = coalesce(CAST(:signals AS jsonb), signals)
  WHERE id = CAST(:queue_id AS uuid) AND version = :version
    AND status IN ('pending', 'processing')
 RETURNING messages, fingerprint;
@@ -52,12 +88,45 @@ RETURNING messages, fingerprint;
 -- and a second delivery of the same version finds it completed already.
 UPDATE public.nexus_queue
    SET status = 'completed', processed_at = now(), updated_at = now(), error_message = NULL,
-       result = CAST(:result AS jsonb), usage = CAST(:usage AS jsonb), extractor = :extractor
+       result = CAST(:result AS jsonb), usage = CAST(:usage AS jsonb), extractor = :extractor,
+       extractor_reason = :extractor_reason,
+       result_version = version, visitor_hash = public.nexus_visitor_hash(messages)
  WHERE id = CAST(:queue_id AS uuid) AND version = :version AND status = 'processing'
 RETURNING fingerprint;
 
--- name: merge_prospect
-SELECT public.update_prospect_data(:fingerprint, CAST(:data AS jsonb)) AS outcome;
+-- name: keep_superseded_result
+-- The extraction of a version superseded while it ran: not a completion (the newer version
+-- is still processed), but the newest extraction so far, so the row keeps it -- the newer
+-- version may add only assistant text and then completes with it -- and it is merged.
+UPDATE public.nexus_queue
+   SET result = CAST(:result AS jsonb), usage = CAST(:usage AS jsonb), extractor = :extractor,
+       extractor_reason = :extractor_reason, result_version = :version,
+       visitor_hash = public.nexus_visitor_hash(CAST(:messages AS jsonb))
+ WHERE id = CAST(:queue_id AS uuid) AND version > :version
+   AND (result_version IS NULL OR result_version < :version)
+RETURNING 1;
+
+-- name: complete_unchanged
+-- A version that adds no visitor text to the extracted one completes with that result.
+UPDATE public.nexus_queue
+   SET status = 'completed', processed_at = now(), updated_at = now(), error_message = NULL
+ WHERE id = CAST(:queue_id AS uuid) AND version = :version
+   AND status IN ('pending', 'processing')
+   AND result IS NOT NULL AND visitor_hash = public.nexus_visitor_hash(messages)
+RETURNING fingerprint, result;
+
+-- name: session_merged_fingerprint
+-- The fingerprint the session's latest merged version went to (none: never merged).
+SELECT fingerprint_id
+  FROM public.prospect_merges
+ WHERE queue_id = CAST(:queue_id AS uuid)
+ ORDER BY version DESC
+ LIMIT 1;
+
+-- name: merge_version
+-- Record the version in the merge ledger and recompute the prospect (sql/migrations/0007).
+SELECT public.nexus_merge_version(CAST(:queue_id AS uuid), :version, :fingerprint,
+                                  CAST(:data AS jsonb)) AS outcome;
 
 -- name: record_failure
 -- One failed attempt: bump retry_count, keep the reason; the last one marks the row failed.
@@ -94,3 +163,109 @@ SELECT count(public.broker_enqueue('nexus', 'process_nexus_message',
         WHERE m.actor_name = 'process_nexus_message'
           AND m.args ->> 0 = q.id::text
           AND m.args -> 1 = to_jsonb(q.version));
+
+-- -- operations (nexus/ops.py; the functions are in migrations/0008_operations.sql) ----------
+
+-- name: ops_status_counts
+SELECT status, last_24h, total, avg_processing_s_24h FROM public.nexus_status_counts();
+
+-- name: ops_oldest_ages
+SELECT oldest_pending_s, oldest_processing_s FROM public.nexus_oldest_ages();
+
+-- name: ops_extractors_24h
+SELECT extractor, model, rows FROM public.nexus_extractors_24h();
+
+-- name: ops_queue_stats
+SELECT queue_name, ready, delayed, claimed, dead_letters, oldest_ready_s
+  FROM public.broker_queue_stats();
+
+-- name: ops_live_workers
+SELECT worker_id, hostname, pid, started_at, heartbeat_at, lease_until, claims
+  FROM public.broker_live_workers();
+
+-- name: ops_clock_last_runs
+SELECT job, slot, fired_at FROM public.nexus_clock_last_runs();
+
+-- name: ops_failed_rows
+SELECT id, session_id, fingerprint, version, error_message, retry_count, failed_at
+  FROM public.nexus_failed_rows(CAST(:since AS interval), :limit);
+
+-- name: ops_retry_rows
+SELECT public.nexus_retry_rows(CAST(:ids AS uuid[]), :strict) AS retried;
+
+-- name: ops_retry_failed
+SELECT public.nexus_retry_failed(CAST(:since AS interval)) AS retried;
+
+-- name: ops_dead_letters
+SELECT message_id, queue_name, actor_name, args, retries, attempts, error, enqueued_at, failed_at
+  FROM public.broker_dead_letter_list(:limit);
+
+-- name: ops_dead_letter
+SELECT message_id, queue_name, actor_name, args, kwargs, options, retries, attempts, error,
+       traceback, enqueued_at, failed_at
+  FROM public.broker_dead_letter_get(CAST(:message_id AS uuid));
+
+-- name: ops_requeue_dead_letters
+SELECT public.broker_requeue_dead_letters(CAST(:ids AS uuid[]), :strict) AS requeued;
+
+-- name: ops_requeue_all_dead_letters
+SELECT public.broker_requeue_all_dead_letters() AS requeued;
+
+-- name: ops_purge_dead_letters
+SELECT public.broker_purge_dead_letters(CAST(:older_than AS interval)) AS purged;
+
+-- name: ops_forget_visitor
+SELECT prospects, queue_rows, merges, broker_messages, dead_letters
+  FROM public.nexus_forget_visitor(:fingerprint);
+
+-- name: ops_prospects
+SELECT fingerprint_id, nombre, email, telefono, ocupacion, nivel_interes, objeciones,
+       arquetipo, momento_optimo, etapa, created_at, updated_at
+  FROM public.nexus_prospects(:momento, CAST(:since AS interval), :limit);
+
+-- name: ops_expire_prospects
+SELECT public.nexus_expire_prospects(CAST(:max_age AS interval), :limit) AS deleted;
+
+-- name: record_llm_call
+INSERT INTO public.llm_calls (queue_id, version, model, outcome, input_tokens, output_tokens,
+                              cache_creation_input_tokens, cache_read_input_tokens)
+VALUES (CAST(:queue_id AS uuid), :version, :model, :outcome, :input_tokens, :output_tokens,
+        :cache_creation_input_tokens, :cache_read_input_tokens);
+
+-- name: tokens_today
+-- Input (uncached, cache writes and cache reads) plus output tokens since 00:00 UTC: what
+-- NEXUS_DAILY_TOKEN_BUDGET is compared with.  A range scan of llm_calls_at_idx.
+SELECT coalesce(sum(input_tokens + cache_creation_input_tokens + cache_read_input_tokens
+                    + output_tokens), 0)::bigint AS tokens
+  FROM public.llm_calls
+ WHERE at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+
+-- name: llm_usage_by_model
+-- `nexus cost`: calls and tokens by kind per model since a time.
+SELECT model,
+       count(*) AS calls,
+       count(*) FILTER (WHERE outcome <> 'ok') AS failed_calls,
+       coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
+       coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
+       coalesce(sum(cache_creation_input_tokens), 0)::bigint AS cache_creation_input_tokens,
+       coalesce(sum(cache_read_input_tokens), 0)::bigint AS cache_read_input_tokens
+  FROM public.llm_calls
+ WHERE at >= :since
+ GROUP BY model
+ ORDER BY model;
+
+-- -- admin surface ------------------------------------------------------------------------------
+-- The admin surface (/metrics, /admin): functions of migration 0010, callable by nexus_web.
+-- The rest it shows comes from 0008's ops_* queries (nexus/ops.py).
+
+-- name: admin_status_counts
+SELECT status, count FROM public.nexus_admin_status_counts();
+
+-- name: fold_queue_tally
+SELECT public.nexus_tally_fold();
+
+-- name: admin_minutes
+SELECT minute, accepted, completed, failed FROM public.nexus_admin_minutes(:minutes);
+
+-- name: admin_processing_times
+SELECT completed, p50_s, p95_s FROM public.nexus_admin_processing_times(:window_s);

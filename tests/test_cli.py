@@ -49,6 +49,13 @@ def test_bad_configuration_is_one_line_naming_the_variable():
     ]
 
 
+def test_unknown_model_stops_with_one_line():
+    result = run(["db", "upgrade"], DATABASE_URL="postgresql://x@/y", NEXUS_MODEL="claude-5-mini")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("nexus: NEXUS_MODEL 'claude-5-mini' is not a model")
+
+
 def test_holder_death_stops_the_embedded_server(tmp_path):
     """SIGKILL of the holding process: its postgres shuts down by itself (no orphan)."""
     code = (

@@ -12,6 +12,12 @@ def test_defaults():
     assert (s.max_retries, s.min_backoff_ms, s.max_backoff_ms) == (5, 2000, 300000)
     assert s.extractor == "auto" and s.effective_extractor == "rules"
     assert s.model == config.DEFAULT_MODEL and s.allowed_origins == ()
+    assert s.prospect_retention_days is None
+
+
+def test_prospect_retention_days():
+    assert config.load({"NEXUS_PROSPECT_RETENTION_DAYS": "90"}).prospect_retention_days == 90
+    assert config.load({"NEXUS_PROSPECT_RETENTION_DAYS": " "}).prospect_retention_days is None
 
 
 def test_auto_extractor_is_claude_when_a_key_is_set():
@@ -21,6 +27,14 @@ def test_auto_extractor_is_claude_when_a_key_is_set():
         config.load({"ANTHROPIC_API_KEY": "k", "NEXUS_EXTRACTOR": "rules"}).effective_extractor
         == "rules"
     )
+
+
+def test_debounce_defaults_to_30s_with_claude_and_0_with_rules():
+    assert config.load({}).debounce_ms == 0
+    assert config.load({"ANTHROPIC_API_KEY": "k"}).debounce_ms == 30_000
+    assert config.load({"ANTHROPIC_API_KEY": "k", "NEXUS_EXTRACTOR": "rules"}).debounce_ms == 0
+    assert config.load({"ANTHROPIC_API_KEY": "k", "NEXUS_DEBOUNCE_MS": "0"}).debounce_ms == 0
+    assert config.load({"NEXUS_DEBOUNCE_MS": "1500"}).debounce_ms == 1500
 
 
 def test_values_are_read():
@@ -51,6 +65,17 @@ def test_values_are_read():
         ({"NEXUS_EXTRACTOR": "claude"}, "ANTHROPIC_API_KEY"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"NEXUS_ALLOWED_ORIGINS": "example.com"}, "NEXUS_ALLOWED_ORIGINS"),
+        ({"NEXUS_PROSPECT_RETENTION_DAYS": "0"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
+        ({"NEXUS_PROSPECT_RETENTION_DAYS": "30d"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
+        ({"NEXUS_PROSPECT_RETENTION_DAYS": "-5"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
+        ({"NEXUS_MODEL": "claude-haiku-9"}, "NEXUS_MODEL"),
+        ({"NEXUS_MODEL": "claude-3-haiku-20240307"}, "NEXUS_MODEL"),
+        ({"NEXUS_FALLBACK": "gpt"}, "NEXUS_FALLBACK"),
+        ({"NEXUS_DAILY_TOKEN_BUDGET": "lots"}, "NEXUS_DAILY_TOKEN_BUDGET"),
+        ({"NEXUS_DAILY_TOKEN_BUDGET": "-5"}, "NEXUS_DAILY_TOKEN_BUDGET"),
+        ({"NEXUS_DEBOUNCE_MS": "-1"}, "NEXUS_DEBOUNCE_MS"),
+        ({"NEXUS_DEBOUNCE_MS": "30s"}, "NEXUS_DEBOUNCE_MS"),
+        ({"NEXUS_DEBOUNCE_MS": "3600001"}, "NEXUS_DEBOUNCE_MS"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):
@@ -58,3 +83,29 @@ def test_bad_values_name_the_variable(env, variable):
         config.load(env)
     message = str(info.value)
     assert variable in message and "\n" not in message
+
+
+def test_extraction_v2_defaults_and_values():
+    s = config.load({})
+    assert s.fallback == "rules" and s.daily_token_budget is None
+    s = config.load({"NEXUS_FALLBACK": "None", "NEXUS_DAILY_TOKEN_BUDGET": " 2000000 "})
+    assert s.fallback == "none" and s.daily_token_budget == 2_000_000
+
+
+def test_default_model_is_current_and_listed_by_the_sdk():
+    ids, deprecated = config.known_models()
+    assert config.DEFAULT_MODEL in ids and config.DEFAULT_MODEL not in deprecated
+    assert "haiku" in config.DEFAULT_MODEL
+
+
+def test_every_listed_model_is_accepted():
+    ids, deprecated = config.known_models()
+    for model in sorted(ids - set(deprecated)):
+        assert config.load({"NEXUS_MODEL": model}).model == model
+
+
+def test_a_deprecated_model_warns_at_load_and_still_works():
+    _, deprecated = config.known_models()
+    model = sorted(deprecated)[0]
+    with pytest.warns(config.DeprecatedModelWarning, match=model):
+        assert config.load({"NEXUS_MODEL": model}).model == model

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from nexus import config, db
 from nexus.web import create_app
-from tests.claude_stub import GOOD_INPUT, answer_response, error
+from tests.claude_stub import GOOD_INPUT, ClaudeAPI, answer_response, error, refusal
 from tests.waiting import DEADLINE, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +36,7 @@ LONGER = SAMPLE + [
 
 
 def good(**fields) -> Response:
-    """A good tool-use answer, with ``fields`` overriding the seed's expected values."""
+    """A good structured-output answer, with ``fields`` overriding the seed's expected values."""
     return answer_response({**GOOD_INPUT, **fields})
 
 
@@ -46,47 +45,11 @@ def api_error(status: int) -> Response:
     return error(status, headers={"retry-after-ms": "1"})
 
 
-class Claude:
-    """A stub Messages API whose behaviour each test scripts with :meth:`script`."""
-
-    def __init__(self):
-        self.server = HTTPServer(threaded=True)
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        #: Set at teardown: handlers that hold an answer back let go.
-        self.closing = threading.Event()
-        self.behaviour = lambda n, body: good()
-        self.server.expect_request("/v1/messages", method="POST").respond_with_handler(self._handle)
-
-    def _handle(self, request):
-        body = request.get_json()
-        with self.lock:
-            self.requests.append(body)
-            n = len(self.requests)
-        return self.behaviour(n, body)
-
-    def script(self, behaviour) -> None:
-        self.behaviour = behaviour
-
-    @property
-    def count(self) -> int:
-        with self.lock:
-            return len(self.requests)
-
-    @property
-    def url(self) -> str:
-        return self.server.url_for("/").rstrip("/")
-
-
 @pytest.fixture
 def claude():
-    stub = Claude()
-    stub.server.start()
+    stub = ClaudeAPI().start()
     yield stub
-    stub.closing.set()
-    stub.server.clear()
-    if stub.server.is_running():
-        stub.server.stop()
+    stub.stop()
 
 
 class Workers:
@@ -149,7 +112,7 @@ def workers(db_url, tmp_path):
     w.stop()
 
 
-def claude_env(stub: Claude, **extra) -> dict:
+def claude_env(stub: ClaudeAPI, **extra) -> dict:
     return {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": stub.url, **extra}
 
 
@@ -221,13 +184,24 @@ def test_conversation_without_fingerprint_keeps_result_on_the_row(engine, worker
     assert fetch(engine, "SELECT count(*) FROM prospect_data")[0] == 0
 
 
+def llm_calls(engine, queue_id: str) -> list:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT * FROM llm_calls WHERE queue_id = :id ORDER BY id"), {"id": queue_id}
+        ).all()
+
+
 def test_claude_result_and_usage_are_stored(engine, workers, claude):
     done = enqueue(engine, "claude-1")
     workers.start(**claude_env(claude))
     row = wait_status(engine, done.queue_id, "completed")
     assert row.extractor == "claude" and row.result["arquetipo"] == "profesional_vision"
+    assert row.extractor_reason is None
     assert row.result["momento_optimo"] == "caliente"
-    assert row.usage["input_tokens"] == 1500 and row.usage["output_tokens"] == 90
+    ((call),) = llm_calls(engine, done.queue_id)
+    assert (call.version, call.model, call.outcome) == (1, "claude-haiku-5-5", "ok")
+    assert row.usage["output_tokens"] == call.output_tokens > 0
+    assert row.usage["input_tokens"] == call.input_tokens > 0
     prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
     assert float(prospect.nivel_interes) == 7 and prospect.etapa == "acoger"
 
@@ -237,7 +211,7 @@ def test_claude_result_and_usage_are_stored(engine, workers, claude):
 
 def test_fails_n_times_then_completes_with_retry_count_n(engine, workers, claude):
     # Each queue attempt makes two requests (the SDK's one quick retry): fail two attempts.
-    claude.script(lambda n, body: api_error(500) if n <= 4 else good())
+    claude.script(lambda n, body: api_error(500) if n <= 4 else None)
     done = enqueue(engine, "flaky")
     workers.start(**claude_env(claude))
     row = wait_status(engine, done.queue_id, "completed")
@@ -260,20 +234,76 @@ def test_always_failing_extraction_ends_failed_with_its_reason(engine, workers, 
     assert fetch(engine, "SELECT count(*) FROM prospect_data")[0] == 0
 
 
-def test_permanent_error_fails_at_once(engine, workers, claude):
+def test_permanent_error_without_fallback_fails_at_once(engine, workers, claude):
     claude.script(lambda n, body: api_error(400))
     done = enqueue(engine, "bad-request")
-    workers.start(**claude_env(claude))
+    workers.start(**claude_env(claude, NEXUS_FALLBACK="none"))
     row = wait_status(engine, done.queue_id, "failed")
     assert row.retry_count == 1 and claude.count == 1
+    assert "400" in row.error_message
+    assert [c.outcome for c in llm_calls(engine, done.queue_id)] == ["http_400"]
 
 
 def test_garbage_answer_is_retried_then_permanent(engine, workers, claude):
-    claude.script(lambda n, body: answer_response(text="{oops"))
+    claude.script(lambda n, body: answer_response(text="{oops", input_tokens=100))
     done = enqueue(engine, "garbage")
-    workers.start(**claude_env(claude))
+    workers.start(**claude_env(claude, NEXUS_FALLBACK="none"))
     row = wait_status(engine, done.queue_id, "failed")
     assert row.retry_count == 1 and row.error_message
+    # The failed calls' usage is recorded all the same.
+    calls = llm_calls(engine, done.queue_id)
+    assert [(c.outcome, c.input_tokens) for c in calls] == [("invalid", 100)] * 2
+
+
+def test_refusal_is_one_call_then_the_rules_extract_the_row(engine, workers, claude):
+    # Given Claude refuses, and the default NEXUS_FALLBACK=rules
+    claude.script(lambda n, body: refusal(input_tokens=1200, output_tokens=4))
+    done = enqueue(engine, "refused")
+    workers.start(**claude_env(claude))
+    # Then the row completes by the rules, saying why, after exactly one paid call
+    row = wait_status(engine, done.queue_id, "completed")
+    assert (row.extractor, row.extractor_reason) == ("rules", "fallback: refusal")
+    assert row.retry_count == 0 and claude.count == 1
+    assert row.result["nombre"] == "Juan Pérez"
+    ((call),) = llm_calls(engine, done.queue_id)
+    assert (call.outcome, call.input_tokens, call.output_tokens) == ("refusal", 1200, 4)
+    assert fetch(engine, "SELECT nombre FROM prospect_data WHERE fingerprint_id = 'fp-1'")[0]
+
+
+def test_revoked_key_falls_back_to_rules(engine, workers, claude):
+    claude.script(lambda n, body: error(401, "authentication_error"))
+    done = enqueue(engine, "revoked")
+    workers.start(**claude_env(claude))
+    row = wait_status(engine, done.queue_id, "completed")
+    assert (row.extractor, row.extractor_reason) == ("rules", "fallback: http 401")
+    assert [c.outcome for c in llm_calls(engine, done.queue_id)] == ["http_401"]
+
+
+def test_spent_budget_falls_back_without_calling_the_api(engine, workers, claude):
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO llm_calls (model, outcome, input_tokens, output_tokens)"
+                " VALUES ('claude-haiku-5-5', 'ok', 900, 100)"
+            )
+        )
+    done = enqueue(engine, "over-budget")
+    workers.start(**claude_env(claude, NEXUS_DAILY_TOKEN_BUDGET="1000"))
+    row = wait_status(engine, done.queue_id, "completed")
+    assert (row.extractor, row.extractor_reason) == ("rules", "fallback: budget spent")
+    assert claude.count == 0 and llm_calls(engine, done.queue_id) == []
+
+
+def test_transient_failures_record_every_call(engine, workers, claude):
+    # Two queue attempts fail (each one SDK call with its quick retry inside), then one
+    # succeeds: one llm_calls row per SDK call, the failed ones with no tokens.
+    claude.script(lambda n, body: api_error(500) if n <= 4 else None)
+    done = enqueue(engine, "flaky-usage")
+    workers.start(**claude_env(claude))
+    wait_status(engine, done.queue_id, "completed")
+    calls = llm_calls(engine, done.queue_id)
+    assert [c.outcome for c in calls] == ["http_500", "http_500", "ok"]
+    assert calls[0].input_tokens == 0 and calls[-1].input_tokens > 0
 
 
 # -- ordering, duplicates, faults -------------------------------------------------------------
@@ -301,7 +331,9 @@ def test_newer_version_arriving_mid_extraction_is_processed(engine, workers, cla
     row = wait_status(engine, first.queue_id, "completed", version=2)
     assert row.result["telefono"] == "+573001234567"
     prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
-    assert prospect.nombre == "Juan Pérez", "the superseded version must not be merged"
+    # Whichever finished first, the newer version's values win (a superseded version's result
+    # is merged only while it is the session's newest extraction).
+    assert prospect.nombre == "Juan Pérez" and prospect.telefono == "+573001234567"
     assert claude.count == 2
 
 
@@ -349,6 +381,197 @@ def test_duplicate_delivery_of_a_completed_version_is_a_no_op(engine, workers):
     after = queue_row(engine, done.queue_id)
     assert after.processed_at == before.processed_at and after.status == "completed"
     assert fetch(engine, "SELECT updated_at FROM prospect_data")[0] == merged_at
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
+
+
+def test_two_concurrent_deliveries_of_one_version_merge_once(engine, workers, claude):
+    both = threading.Event()
+
+    def behaviour(n, body):
+        if n == 2:
+            both.set()
+        both.wait(DEADLINE)  # hold each extraction until both deliveries are extracting
+        return good()
+
+    claude.script(behaviour)
+    done = enqueue(engine, "twice")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT broker_enqueue('nexus', 'process_nexus_message',"
+                " jsonb_build_array(CAST(:id AS text), 1))"
+            ),
+            {"id": done.queue_id},
+        )
+    workers.start(threads=2, **claude_env(claude))
+    wait_status(engine, done.queue_id, "completed")
+    wait_for(lambda: fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0, "the acks")
+    assert claude.count == 2, "both deliveries extracted"
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert prospect.updated_at == prospect.created_at, "merged by one transaction only"
+
+
+# -- debounce and assistant-only versions ------------------------------------------------------
+
+GREETING = [{"role": "user", "content": "hola"}]
+BROWSING = GREETING + [
+    {"role": "assistant", "content": "¡Hola! ¿En qué te puedo ayudar?"},
+    {"role": "user", "content": "solo estoy mirando"},
+]
+#: A debounce no test waits for: a deferred version runs only when the test moves its clock.
+LONG_DEBOUNCE = {"NEXUS_DEBOUNCE_MS": "600000"}
+
+
+def deferred_version(engine, queue_id: str) -> int | None:
+    return fetch(engine, "SELECT deferred_version FROM nexus_queue WHERE id = :id", id=queue_id)[0]
+
+
+def live_messages(engine, queue_id: str, version: int) -> int:
+    return fetch(
+        engine,
+        "SELECT count(*) FROM broker_messages WHERE args ->> 0 = :id AND args -> 1 = to_jsonb(:v)",
+        id=queue_id,
+        v=version,
+    )[0]
+
+
+def fast_forward(engine) -> None:
+    """The quiet window ends now: move the due times of the deferred row and its messages."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE nexus_queue SET due_at = now() WHERE due_at IS NOT NULL"))
+        conn.execute(
+            sa.text("UPDATE broker_messages SET due_at = clock_timestamp() WHERE state = 'ready'")
+        )
+        conn.execute(sa.text("SELECT pg_notify('broker_wakeup', 'nexus')"))
+
+
+def test_a_version_adding_only_assistant_text_is_not_extracted_again(engine, workers, claude):
+    first = enqueue(engine, "assistant-only")
+    workers.start(**claude_env(claude))
+    done = wait_status(engine, first.queue_id, "completed")
+    assert claude.count == 1
+
+    reply = SAMPLE + [{"role": "assistant", "content": "¡Genial! Te cuento cómo funciona."}]
+    second = enqueue(engine, "assistant-only", messages=reply)
+    assert second.version == 2
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert claude.count == 1, "no paid call for the assistant's reply"
+    assert row.result == done.result and row.result_version == 1
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1, "nothing new to merge"
+
+    # The same conversation resent with a fingerprint the session was not merged into.
+    third = db.enqueue(engine, reply, "assistant-only", "fp-other", {})
+    assert third.version == 3
+    wait_status(engine, first.queue_id, "completed", version=3)
+    assert claude.count == 1
+    other = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-other'")
+    assert other.nombre == "Juan Pérez"
+
+
+def test_a_quiet_version_waits_and_a_newer_one_supersedes_it(engine, workers, claude):
+    first = enqueue(engine, "quiet", messages=GREETING)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
+    # The first message is acked just after; the delayed one stays, waiting for its due time.
+    wait_for(lambda: live_messages(engine, first.queue_id, 1) == 1, "the first message's ack")
+    assert fetch(engine, "SELECT state FROM broker_messages")[0] == "ready"
+
+    second = enqueue(engine, "quiet", messages=BROWSING)
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 2, "v2 to be deferred")
+    assert queue_row(engine, first.queue_id).status == "pending" and claude.count == 0
+
+    fast_forward(engine)
+    row = wait_status(engine, first.queue_id, "completed", version=second.version)
+    assert claude.count == 1, "one extraction once the chat went quiet"
+    assert "solo estoy mirando" in json.dumps(claude.requests[0], ensure_ascii=False)
+    assert row.retry_count == 0
+    wait_for(lambda: fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0, "the acks")
+    assert fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0] == 0
+
+
+def test_a_row_enqueued_from_sql_is_debounced_the_same_way(engine, workers, claude):
+    with engine.begin() as conn:
+        queue_id = str(
+            conn.execute(
+                sa.text("SELECT enqueue_nexus_message(CAST(:m AS jsonb), 'psql-quiet', 'fp-q')"),
+                {"m": json.dumps(GREETING)},
+            ).scalar_one()
+        )
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, queue_id) == 1, "v1 to be deferred")
+    assert claude.count == 0
+    fast_forward(engine)
+    wait_status(engine, queue_id, "completed")
+    assert claude.count == 1
+
+
+def test_a_version_with_a_new_phone_is_extracted_at_once(engine, workers, claude):
+    first = enqueue(engine, "urgent", messages=GREETING)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
+
+    phone = BROWSING + [
+        {"role": "assistant", "content": "¿Te llamamos?"},
+        {"role": "user", "content": "sí, mi número es +57 300 123 4567"},
+    ]
+    claude.script(lambda n, body: good(nombre=None, telefono="+573001234567"))
+    enqueue(engine, "urgent", messages=phone)
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert claude.count == 1 and row.result["telefono"] == "+573001234567"
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert prospect.telefono == "+573001234567"
+
+
+def test_a_phone_shows_at_once_even_when_the_reply_supersedes_its_version(engine, workers, claude):
+    release = threading.Event()
+
+    def behaviour(n, body):
+        release.wait(DEADLINE)  # the assistant's reply arrives while this call runs
+        return good(telefono="+573001234567")
+
+    claude.script(behaviour)
+    first = enqueue(engine, "reply-races", messages=LONGER)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: claude.count == 1, "the urgent extraction to start")
+    reply = LONGER + [{"role": "assistant", "content": "¡Gracias! Te llamamos hoy."}]
+    enqueue(engine, "reply-races", messages=reply)
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 2, "v2 to be deferred")
+    release.set()
+
+    # The superseded version's result is merged at once; the row waits for v2.
+    phone_sql = "SELECT count(*) FROM prospect_data WHERE telefono = '+573001234567'"
+    wait_for(lambda: fetch(engine, phone_sql)[0] == 1, "the phone in prospect_data")
+    row = queue_row(engine, first.queue_id)
+    assert (row.status, row.version, row.result_version) == ("pending", 2, 1)
+
+    fast_forward(engine)
+    row = wait_status(engine, first.queue_id, "completed", version=2)
+    assert claude.count == 1, "v2 adds only the reply: completed with v1's result"
+    assert row.result["telefono"] == "+573001234567"
+    assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
+
+
+def test_another_delivery_of_a_deferred_version_is_a_no_op(engine, workers, claude):
+    first = enqueue(engine, "deferred-dup", messages=GREETING)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 1, "v1 to be deferred")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT broker_enqueue('nexus', 'process_nexus_message',"
+                " jsonb_build_array(CAST(:id AS text), 1))"
+            ),
+            {"id": first.queue_id},
+        )
+    # The duplicate is consumed; only the one delayed message of the version remains.
+    wait_for(lambda: live_messages(engine, first.queue_id, 1) == 1, "the duplicate's ack")
+    assert fetch(engine, "SELECT state FROM broker_messages")[0] == "ready"
+    assert queue_row(engine, first.queue_id).status == "pending" and claude.count == 0
+
+    fast_forward(engine)
+    wait_status(engine, first.queue_id, "completed")
+    assert claude.count == 1
 
 
 def test_sweeper_redispatches_a_row_that_lost_its_message(engine, workers):

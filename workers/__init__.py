@@ -10,7 +10,7 @@ import time
 
 import dramatiq
 
-from nexus import config
+from nexus import config, worker_metrics
 from nexus.broker import PostgresBroker
 from nexus.embedded import resolve_url
 from nexus.errors import ConfigError
@@ -22,6 +22,10 @@ except ConfigError as exc:
     sys.exit(f"nexus: {exc}")
 
 dramatiq.set_broker(broker)
+
+# Dramatiq's Prometheus middleware and nexus's worker metrics, in one directory (see
+# nexus.worker_metrics); set up before prometheus_client is first imported.
+broker.add_middleware(worker_metrics.middleware(settings))
 
 #: Seconds within which a repeated SIGTERM counts as the same stop request.
 SIGTERM_ECHO_S = 2.0

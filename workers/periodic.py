@@ -1,10 +1,11 @@
 """Periodic actors, sent by the clock process (``nexus clock``) once per time slot."""
 
+import datetime as dt
 import logging
 
 import dramatiq
 
-from nexus import db
+from nexus import db, ops
 
 from . import resources
 
@@ -22,15 +23,23 @@ STUCK_AFTER_S = 30
 @dramatiq.actor(queue_name=QUEUE, max_retries=3, min_backoff=5_000, max_backoff=60_000)
 def cleanup_old_nexus_queue() -> None:
     """Delete completed rows older than 7 days, failed rows and dead letters older than 30,
-    in batches."""
-    deleted = db.cleanup_old_rows(resources.engine(), CLEANUP_BATCH)
+    and -- when NEXUS_PROSPECT_RETENTION_DAYS is set -- prospects not updated for that many
+    days with their merge-ledger rows; in batches."""
+    engine = resources.engine()
+    deleted = db.cleanup_old_rows(engine, CLEANUP_BATCH)
     dead = cleanup_old_nexus_queue.broker.forget_dead_letters(DEAD_LETTER_RETENTION_S)
-    log.info("cleanup deleted %d rows and %d dead letters", deleted, dead)
+    days = resources.settings().prospect_retention_days
+    expired = 0
+    if days:
+        expired = ops.expire_prospects(engine, dt.timedelta(days=days), CLEANUP_BATCH)
+    log.info("cleanup deleted %d rows, %d dead letters and %d prospects", deleted, dead, expired)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def sweep_stuck_rows() -> None:
-    """Re-dispatch rows stuck in pending/processing that have no live broker message."""
+    """Re-dispatch rows stuck in pending/processing that have no live broker message; fold
+    the status tally's deltas (so they stay few even when nobody scrapes /metrics)."""
     swept = db.sweep_stuck_rows(resources.engine(), STUCK_AFTER_S)
+    db.fold_queue_tally(resources.engine())
     if swept:
         log.warning("re-dispatched %d stuck rows", swept)

@@ -21,4 +21,13 @@ def engine():
 
 @cache
 def extractor():
-    return get_extractor(settings())
+    return get_extractor(settings(), engine())
+
+
+@cache
+def rules_extractor():
+    """The offline extractor, whatever ``NEXUS_EXTRACTOR`` says: the debounce asks it whether
+    a version holds something urgent."""
+    from nexus.extraction.rules import RulesExtractor
+
+    return RulesExtractor()

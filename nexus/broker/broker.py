@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,9 +23,12 @@ from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 from ..db import make_engine, translate_errors
 from ..errors import DatabaseUnavailable
 from .completions import Completions
-from .consumer import Consumer
+from .consumer import TRANSIENT_OPTIONS, Consumer
+from .gate import Gate
 from .heartbeat import Heartbeat
 from .holdings import Holdings
+from .lease import Lease
+from .link import Link
 from .listener import Listener
 from .retries import (
     DEFAULT_MAX_BACKOFF,
@@ -34,6 +38,7 @@ from .retries import (
     replace_dramatiq_retries,
 )
 from .sql import q
+from .watchdog import exit_process
 
 #: Milliseconds a worker's claims survive without a heartbeat.  A killed worker's messages are
 #: redelivered after at most LEASE_MS + HEARTBEAT_MS (the reaper runs with the heartbeat).
@@ -46,8 +51,8 @@ POLL_INTERVAL_UNLISTENED = 0.5
 SHUTDOWN_FLUSH_TIMEOUT = 10.0
 #: Seconds between polls of join().
 JOIN_POLL_INTERVAL = 0.02
-#: Options never stored with a message: the due time is a column, retries a counter.
-TRANSIENT_OPTIONS = frozenset({"eta", "retries", "traceback", "requeue_timestamp"})
+#: Seconds a draining worker waits for its given-back messages to be written.
+DRAIN_FLUSH_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,11 @@ class PostgresBroker(dramatiq.Broker):
         when ``middleware`` is not given.
       lease_ms, heartbeat_ms: how long a silent worker keeps its claims, and how often a live
         one renews them.
+
+    Failure handling: a listener, heartbeat or outcome-writer thread that dies calls
+    :attr:`on_thread_death` (default: log and exit the process with status 70, so the
+    supervisor restarts a whole worker).  :meth:`drain` (SIGTERM) stops claiming and gives
+    back what is prefetched; a lapsed lease gives it back too (see :class:`Gate`).
     """
 
     def __init__(
@@ -114,7 +124,10 @@ class PostgresBroker(dramatiq.Broker):
         self._engine: sa.Engine | None = engine
         self._pool_size = pool_size
         self._pid = os.getpid()
-        super().__init__(middleware=[replace_dramatiq_retries(m) for m in middleware])
+        middleware = [replace_dramatiq_retries(m) for m in middleware]
+        if not any(isinstance(m, Gate) for m in middleware):
+            middleware.append(Gate())
+        super().__init__(middleware=middleware)
         self.queues: dict[str, None] = {}
         self.lease_ms = lease_ms
         self.heartbeat_ms = heartbeat_ms
@@ -122,6 +135,12 @@ class PostgresBroker(dramatiq.Broker):
         self.shutdown_flush_timeout = SHUTDOWN_FLUSH_TIMEOUT
         self.worker_id = str(uuid.uuid4())
         self.holdings = Holdings()
+        self.lease = Lease(lease_ms)
+        #: Set once the worker stops: no more claims, prefetched messages given back.
+        self.draining = threading.Event()
+        self.consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
+        #: Called with (thread, exception) when a broker thread dies.
+        self.on_thread_death = exit_process
         self._started = False
         self._start_lock = threading.Lock()
         self.listener: Listener | None = None
@@ -154,35 +173,72 @@ class PostgresBroker(dramatiq.Broker):
         return next((m for m in self.middleware if isinstance(m, Retries)), None)
 
     def add_middleware(self, middleware: Middleware, *, before=None, after=None) -> None:
-        super().add_middleware(replace_dramatiq_retries(middleware), before=before, after=after)
+        """As Dramatiq's, except that our Retries replaces Dramatiq's and that middleware
+        added at the end goes before the :class:`Gate`, which stays last: every middleware
+        then sees both hooks of a message the Gate skips (a Prometheus gauge stays right)."""
+        middleware = replace_dramatiq_retries(middleware)
+        at_end = before is None and after is None and not isinstance(middleware, Gate)
+        if at_end and any(isinstance(m, Gate) for m in self.middleware):
+            before = Gate
+        super().add_middleware(middleware, before=before, after=after)
 
     def _start(self) -> None:
         """Start the process's listener, heartbeat and outcome writer (once, on consume)."""
         with self._start_lock:
             if self._started:
                 return
-            self.listener = Listener(self.url)
+            self.draining.clear()
+            self.lease = Lease(self.lease_ms)
+            self.listener = Listener(self.url, on_death=self._thread_died)
             self.listener.start()
             self.heartbeat = Heartbeat(
-                self.engine, self.worker_id, lease_ms=self.lease_ms, interval_ms=self.heartbeat_ms
+                self.engine,
+                self.worker_id,
+                lease=self.lease,
+                lease_ms=self.lease_ms,
+                interval_ms=self.heartbeat_ms,
+                on_lapse=self._lease_lapsed,
+                on_death=self._thread_died,
             )
             self.heartbeat.start()
-            self.completions = Completions(self.engine, self.holdings)
+            self.completions = Completions(self.engine, self.holdings, on_death=self._thread_died)
             self.completions.start()
             # LISTEN before the first sweep, and be known before the first claim.
             self.listener.connected.wait(5.0)
             self.heartbeat.registered.wait(5.0)
             self._started = True
 
+    def _thread_died(self, thread: threading.Thread, exc: BaseException) -> None:
+        self.on_thread_death(thread, exc)
+
+    def _lease_lapsed(self) -> None:
+        for consumer in list(self.consumers):
+            consumer.give_back("this worker's lease may have lapsed")
+
+    def drain(self) -> None:
+        """Stop claiming at once and give back every prefetched message not started yet
+        (running jobs go on).  Idempotent; called on SIGTERM and by ``Worker.stop()``."""
+        if self.draining.is_set():
+            return
+        self.draining.set()
+        given_back = sum(c.give_back("the worker is shutting down") for c in list(self.consumers))
+        if given_back and self.completions is not None:
+            self.completions.flush(DRAIN_FLUSH_TIMEOUT)
+
     def close(self) -> None:
         """Write pending outcomes, give back this worker's claims, stop the threads."""
         if self._started:
+            self.draining.set()
             self.completions.stop(self.shutdown_flush_timeout)
             self.heartbeat.stop()
+            # On a connection of its own: the heartbeat's may still be in a hung statement.
+            link = Link(self.engine)
             try:
-                self.heartbeat.unregister()
+                link.run(lambda c: c.execute(q("unregister_worker"), {"worker_id": self.worker_id}))
             except sa.exc.SQLAlchemyError:
                 self.logger.warning("Could not release this worker's claims; its lease will.")
+            finally:
+                link.close()
             self.listener.stop()
             self._started = False
         if self._engine is not None and self._given_engine is None:
@@ -206,7 +262,8 @@ class PostgresBroker(dramatiq.Broker):
     def enqueue(
         self, message: Message, *, delay: int | None = None, connection: sa.Connection | None = None
     ) -> Message:
-        """Store ``message``, due in ``delay`` ms.
+        """Store ``message``, due in ``delay`` ms.  Idempotent on the message id: an id that
+        is live or dead-lettered already is a no-op (the first message stands).
 
         With ``connection`` (a SQLAlchemy Connection in a transaction of the caller's), the
         message is written in that transaction: it exists, and consumers are woken, only if

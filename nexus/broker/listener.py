@@ -13,6 +13,7 @@ import psycopg2
 from .. import connection
 from ..db import libpq_url
 from .sql import CHANNEL
+from .watchdog import GuardedThread
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ MIN_RECONNECT_DELAY = 0.05
 MAX_RECONNECT_DELAY = 2.0
 
 
-class Listener(threading.Thread):
+class Listener(GuardedThread):
     """LISTENs on :data:`~nexus.broker.sql.CHANNEL` on an autocommit connection of its own
     and sets the events subscribed for the notified queue.
 
@@ -33,8 +34,8 @@ class Listener(threading.Thread):
     by a sweep.  While it is disconnected, :attr:`connected` is clear and consumers poll.
     """
 
-    def __init__(self, url: str, *, application_name: str = "nexus-broker-listener"):
-        super().__init__(name="nexus-broker-listener", daemon=True)
+    def __init__(self, url: str, *, application_name: str = "nexus-broker-listener", on_death=None):
+        super().__init__("nexus-broker-listener", on_death)
         self.dsn = libpq_url(url)
         self.application_name = application_name
         self.connected = threading.Event()
@@ -61,7 +62,7 @@ class Listener(threading.Thread):
         for fd in (self._stop_r, self._stop_w):
             os.close(fd)
 
-    def run(self) -> None:
+    def work(self) -> None:
         delay = MIN_RECONNECT_DELAY
         while not self._stopping.is_set():
             conn = None

@@ -7,7 +7,7 @@ settings (``NEXUS_EXTRACTOR``; ``auto`` = claude when ``ANTHROPIC_API_KEY`` is s
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from ..config import Settings
 from .base import ExtractionResult, Extractor
@@ -28,17 +28,42 @@ __all__ = [
 ]
 
 
-def get_extractor(settings: Settings) -> Extractor:
-    """The extractor ``settings.effective_extractor`` names; one instance per configuration."""
-    return _extractor(settings.effective_extractor, settings.anthropic_api_key, settings.model)
+def get_extractor(settings: Settings, engine=None) -> Extractor:
+    """The extractor ``settings.effective_extractor`` names; one instance per configuration.
+
+    Claude comes wrapped in a :class:`~.fallback.FallbackExtractor` (``NEXUS_FALLBACK``,
+    ``NEXUS_DAILY_TOKEN_BUDGET``).  The budget is read from ``llm_calls`` through ``engine``;
+    without an engine (``nexus extract``) there is no budget to enforce.
+    """
+    return _extractor(
+        settings.effective_extractor,
+        settings.anthropic_api_key,
+        settings.model,
+        settings.fallback,
+        settings.daily_token_budget if engine is not None else None,
+        engine,
+    )
 
 
 @lru_cache(maxsize=8)
-def _extractor(kind: str, api_key: str | None, model: str) -> Extractor:
-    if kind == "claude":
-        from .claude import ClaudeExtractor
-
-        return ClaudeExtractor(api_key, model)
+def _extractor(
+    kind: str, api_key: str | None, model: str, fallback: str, budget: int | None, engine
+) -> Extractor:
     from .rules import RulesExtractor
 
-    return RulesExtractor()
+    if kind != "claude":
+        return RulesExtractor()
+    from .claude import ClaudeExtractor
+    from .fallback import FallbackExtractor
+
+    tokens_today = None
+    if budget is not None:
+        from .. import db
+
+        tokens_today = partial(db.tokens_today, engine)
+    return FallbackExtractor(
+        ClaudeExtractor(api_key, model),
+        RulesExtractor() if fallback == "rules" else None,
+        daily_token_budget=budget,
+        tokens_today=tokens_today,
+    )

@@ -22,6 +22,14 @@ class ExtractionResult:
 
     prospect: Prospect
     usage: dict | None = None
+    #: One dict per LLM call made, failed ones included: ``model``, ``outcome`` (``ok``,
+    #: ``refusal``, ``max_tokens``, ``invalid``, ``http_429``, ``timeout`` ...) and the four
+    #: token counters of ``usage``.  Empty for the rules extractor.
+    calls: tuple[dict, ...] = ()
+    #: What produced ``prospect`` when it is not the extractor that was asked (a fallback):
+    #: its name, and why (``"fallback: refusal"``).  None otherwise.
+    extractor: str | None = None
+    reason: str | None = None
 
 
 @runtime_checkable

@@ -79,7 +79,8 @@ def cli_main(argv: list[str]) -> int:
         print(f"nexus extract: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     out = {
-        "extractor": extractor.name,
+        "extractor": result.extractor or extractor.name,
+        "reason": result.reason,
         "prospect": result.prospect.to_dict(),
         "usage": result.usage,
     }

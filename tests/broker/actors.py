@@ -15,12 +15,21 @@ import dramatiq
 import sqlalchemy as sa
 from dramatiq.middleware import CurrentMessage
 
-from nexus.broker import PostgresBroker
+from nexus.broker import LEASE_MS, PostgresBroker
 from nexus.db import make_engine
 
 URL = os.environ["DATABASE_URL"]
+#: A shorter lease for the tests that wait for many leases to run out.
+LEASE = int(os.environ.get("BROKER_TEST_LEASE_MS", LEASE_MS))
 
-broker = PostgresBroker(URL, max_retries=3, min_backoff=50, max_backoff=500)
+broker = PostgresBroker(
+    URL,
+    max_retries=3,
+    min_backoff=50,
+    max_backoff=500,
+    lease_ms=LEASE,
+    heartbeat_ms=min(1_000, LEASE // 4),
+)
 dramatiq.set_broker(broker)
 engine = make_engine(URL, application_name="nexus-test-actors", pool_size=8, max_overflow=8)
 
@@ -69,3 +78,44 @@ def fail(key: str) -> None:
     """Always fails: three attempts, then a dead letter."""
     record(key, "attempt")
     raise RuntimeError(f"failing on purpose: {key}")
+
+
+@dramatiq.actor(max_retries=0)
+def odd_failure(key: str) -> None:
+    """Fails with a lone surrogate (a non-UTF-8 file name) and a NUL in its error."""
+    record(key, "attempt")
+    name = os.fsdecode(b"caf\xe9.txt")  # "caf\udce9.txt" under a UTF-8 locale
+    raise OSError(f"cannot read {name}\x00 for {key}")
+
+
+@dramatiq.actor(max_retries=0)
+def suicide(key: str) -> None:
+    """Kills its own worker process, like a segfault or the OOM killer would."""
+    record(key, "attempt")
+    os._exit(1)
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("sabotaged by the test")
+
+
+@dramatiq.actor(max_retries=0)
+def sabotage(thread: str) -> None:
+    """Makes one of the broker's threads die at its next step (a bug, simulated)."""
+    if thread == "heartbeat":
+        broker.heartbeat.beat = _boom
+    elif thread == "listener":
+        broker.listener._wake = _boom  # dies at the next notification
+    elif thread == "completions":
+        broker.completions.holdings = None  # dies after writing its next batch
+    else:
+        raise ValueError(thread)
+    record(thread, "sabotaged")
+
+
+@dramatiq.actor(max_retries=0)
+def hog(key: str, n: int) -> None:
+    """Holds the GIL for the whole of ``sum(range(n))`` (no heartbeat meanwhile)."""
+    record(key, "start")
+    sum(range(n))
+    record(key, "done")

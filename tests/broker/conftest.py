@@ -45,11 +45,15 @@ def sql(url: str, statement: str, params=None) -> list[tuple]:
 
 @pytest.fixture
 def broker(db_url: str) -> Iterator[PostgresBroker]:
-    """A broker with fast retries, declared actors dropped at the end."""
+    """A broker with fast retries, declared actors dropped at the end.  A broker thread that
+    dies fails the test (instead of exiting the test process, as it would a worker)."""
     b = PostgresBroker(db_url, max_retries=3, min_backoff=20, max_backoff=200)
+    deaths: list[str] = []
+    b.on_thread_death = lambda thread, exc: deaths.append(f"{thread.name}: {exc!r}")
     dramatiq.set_broker(b)
     yield b
     b.close()
+    assert not deaths, f"broker threads died: {deaths}"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nexus.broker import PostgresBroker, Retries, backoff_ms
+from nexus.broker.gate import Gate
 
 
 @given(
@@ -33,8 +34,9 @@ def test_dramatiq_retries_is_replaced_with_its_settings() -> None:
     )
     broker.add_middleware(dramatiq.middleware.Retries(max_retries=1))
 
-    # Then ours stands in for it, keeping the settings (no second enqueue of a failed message)
-    assert all(isinstance(m, Retries) for m in broker.middleware)
+    # Then ours stands in for it, keeping the settings (no second enqueue of a failed message),
+    # and the broker's own Gate stays last
+    assert [type(m) for m in broker.middleware] == [Retries, Retries, Gate]
     assert (broker.retries.max_retries, broker.retries.min_backoff) == (7, 10)
     assert broker.middleware[1].max_retries == 1
 

@@ -30,3 +30,14 @@ def anthropic_stub(httpserver, monkeypatch):
     """A local HTTP server standing in for the Anthropic API, reached via ANTHROPIC_BASE_URL."""
     monkeypatch.setenv("ANTHROPIC_BASE_URL", httpserver.url_for("/").rstrip("/"))
     return httpserver
+
+
+@pytest.fixture
+def claude_api(monkeypatch):
+    """:class:`tests.claude_stub.ClaudeAPI` running, and the SDK pointed at it."""
+    from tests.claude_stub import ClaudeAPI
+
+    api = ClaudeAPI().start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+    yield api
+    api.stop()

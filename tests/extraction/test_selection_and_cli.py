@@ -8,6 +8,7 @@ import pytest
 from nexus import config
 from nexus.extraction import Extractor, cli_main, get_extractor
 from nexus.extraction.claude import ClaudeExtractor
+from nexus.extraction.fallback import FallbackExtractor
 from nexus.extraction.rules import RulesExtractor
 
 SEED = {
@@ -28,8 +29,10 @@ def test_auto_without_key_is_rules():
 def test_auto_with_key_is_claude_with_the_configured_model():
     settings = config.load({"ANTHROPIC_API_KEY": "k", "NEXUS_MODEL": "claude-haiku-4-5"})
     extractor = get_extractor(settings)
-    assert isinstance(extractor, ClaudeExtractor)
-    assert extractor.model == "claude-haiku-4-5"
+    assert isinstance(extractor, FallbackExtractor) and extractor.name == "claude"
+    assert isinstance(extractor.primary, ClaudeExtractor)
+    assert isinstance(extractor.fallback, RulesExtractor)
+    assert extractor.primary.model == "claude-haiku-4-5"
     assert get_extractor(settings) is extractor
 
 
