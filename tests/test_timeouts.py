@@ -1,7 +1,9 @@
 """Bounded waits: a locked table or a hung server gives callers a clear error, never a hang.
 
 No timed assertion here: ``pytest.mark.timeout`` catches a hang (the call that would wait for
-the lock holder, or forever for a stopped server), and the tests assert the outcome.
+the lock holder, or forever for a stopped server), and the tests assert the outcome.  Its
+thread method, because a hang inside libpq never returns to Python for a signal handler to
+run (on 7ee8d2d the first locked-table case hung there: /api/nexus/stats waited for the lock).
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ def test_a_long_statement_is_cancelled_by_the_server(engine):
 # -- a locked table: 503 and a clear error, not a wait for the lock holder --------------------
 
 
-@pytest.mark.timeout(HANG)
+@pytest.mark.timeout(HANG, method="thread")
 @pytest.mark.parametrize(
     ("table", "mode"),
     [
@@ -195,7 +197,7 @@ def test_locked_table_gives_503_and_a_failed_send(db_url, engine, table, mode):
 
 
 @pytest.mark.fault
-@pytest.mark.timeout(HANG * 2)
+@pytest.mark.timeout(HANG * 2, method="thread")
 def test_hung_server_gives_503_and_a_failed_send_then_recovers(private_server):
     app = make_app(private_server.url)
     client = app.test_client()
