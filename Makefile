@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test smoke lint format eval bench-broker bench-e2e bench-replay bench-admin clean
+.PHONY: install run test smoke lint format eval bench-broker bench-e2e bench-extract bench-replay bench-admin chaos clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -n "$(PYTHON)" || { echo "nexus needs Python 3.11 or 3.12 (pgserver ships wheels for those only)"; exit 1; }
@@ -43,6 +43,9 @@ bench-broker: install  ## our broker against dramatiq-postgres, same machine, sa
 
 bench-e2e: install  ## POST-to-completed latency over 1,000 posts through gunicorn
 	$(BIN)/python bench/e2e.py
+
+bench-extract: install  ## rules extractor's worst case per conversation on 1 MiB attacks
+	$(BIN)/python bench/extraction_worst.py
 
 bench-replay: install  ## paid Claude calls per chat, before and after the debounce (stub API)
 	$(BIN)/python bench/replay.py $(REPLAY_ARGS)

@@ -2,9 +2,8 @@
 
 Prints a per-field table (exact-match accuracy for nombre, email, telefono, arquetipo,
 momento_optimo; micro-F1 for objeciones), per extractor, overall, on the two held-out
-batches and on the ``blind``, ``blind2`` and ``blind3`` batches (written without looking at
-the rules; ``blind`` and ``blind2`` were then used to fix them, ``blind3`` has not been), and
-writes
+batches and on the ``blind`` to ``blind4`` batches (written without looking at the rules;
+``blind`` to ``blind3`` were then read to fix them, ``blind4`` has not been), and writes
 ``bench/results/eval.json`` as ``{extractor: {field: score}}`` (overall scores, fractions
 0..1).  Claude runs only when ``ANTHROPIC_API_KEY`` is set; its
 token usage is totalled so the cost of a call can be read off.
@@ -27,7 +26,7 @@ from nexus.extraction.evaluation import FIELDS, evaluate, load  # noqa: E402
 from nexus.extraction.rules import RulesExtractor  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "eval.json"
-SPLITS = ("all", "holdout", "holdout2", "blind", "blind2", "blind3")
+SPLITS = ("all", "holdout", "holdout2", "blind", "blind2", "blind3", "blind4")
 
 
 class _Metered:

@@ -32,6 +32,8 @@ VARIABLES = (
     "NEXUS_ALLOWED_ORIGINS",
     "NEXUS_ADMIN_TOKEN",
     "PROMETHEUS_MULTIPROC_DIR",
+    "NEXUS_MAX_EXTRACT_CHARS",
+    "NEXUS_PHONE_REGION",
     "NEXUS_PROSPECT_RETENTION_DAYS",
     "NEXUS_FALLBACK",
     "NEXUS_DAILY_TOKEN_BUDGET",
@@ -47,6 +49,14 @@ DEFAULT_MAX_BACKOFF_MS = 300_000  #: milliseconds
 EXTRACTORS = ("auto", "claude", "rules")
 #: Shortest admin token accepted (characters): anything shorter is guessable.
 MIN_ADMIN_TOKEN_CHARS = 16
+#: Characters of a conversation the extractors read, newest kept.  Both extractors' cost
+#: grows with it; the upper bound is the HTTP body limit (1 MiB).
+DEFAULT_MAX_EXTRACT_CHARS = 24_000
+MAX_EXTRACT_CHARS_RANGE = (1_000, 1_048_576)
+#: ISO 3166 region assumed for a phone number typed without a country code.  The seed is
+#: Colombian Spanish, and most visitors of a Spanish-language widget type their national
+#: number ("311 456 7890"), so Colombia is the default; set it to the market you sell in.
+DEFAULT_PHONE_REGION = "CO"
 #: Longest prospect retention accepted (days): 100 years.
 MAX_RETENTION_DAYS = 36_500
 #: What extracts a row when Claude fails permanently: the rules extractor, or nothing (failed).
@@ -72,6 +82,8 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     #: prometheus_client's multiprocess directory (read by the library itself at import).
     metrics_dir: str | None = None
+    max_extract_chars: int = DEFAULT_MAX_EXTRACT_CHARS
+    phone_region: str = DEFAULT_PHONE_REGION
     #: Days a prospect not updated is kept; None keeps prospects for ever.
     prospect_retention_days: int | None = None
     fallback: str = "rules"
@@ -192,6 +204,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             f"PROMETHEUS_MULTIPROC_DIR must be an existing directory, got {metrics_dir!r}"
         )
 
+    region = env.get("NEXUS_PHONE_REGION", "").strip().upper() or DEFAULT_PHONE_REGION
+    if region not in _phone_regions():
+        raise ConfigError(
+            f"NEXUS_PHONE_REGION must be a two-letter region code such as CO, MX or ES, "
+            f"got {region!r}"
+        )
+
     return Settings(
         database_url=url,
         port=_int(env, "PORT", DEFAULT_PORT, 1, 65_535),
@@ -204,6 +223,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         allowed_origins=tuple(origins),
         admin_token=admin_token,
         metrics_dir=metrics_dir,
+        max_extract_chars=_int(
+            env, "NEXUS_MAX_EXTRACT_CHARS", DEFAULT_MAX_EXTRACT_CHARS, *MAX_EXTRACT_CHARS_RANGE
+        ),
+        phone_region=region,
         prospect_retention_days=(
             _int(env, "NEXUS_PROSPECT_RETENTION_DAYS", 0, 1, MAX_RETENTION_DAYS) or None
         ),
@@ -211,3 +234,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         daily_token_budget=budget,
         debounce_ms=debounce,
     )
+
+
+def _phone_regions() -> frozenset[str]:
+    """The regions libphonenumber knows (imported here only, at validation time)."""
+    import phonenumbers
+
+    return frozenset(phonenumbers.SUPPORTED_REGIONS)

@@ -12,6 +12,7 @@ def test_defaults():
     assert (s.max_retries, s.min_backoff_ms, s.max_backoff_ms) == (5, 2000, 300000)
     assert s.extractor == "auto" and s.effective_extractor == "rules"
     assert s.model == config.DEFAULT_MODEL and s.allowed_origins == ()
+    assert (s.max_extract_chars, s.phone_region) == (24_000, "CO")
     assert s.prospect_retention_days is None
 
 
@@ -46,8 +47,11 @@ def test_values_are_read():
             "NEXUS_MIN_BACKOFF_MS": "10",
             "NEXUS_MAX_BACKOFF_MS": "20",
             "NEXUS_ALLOWED_ORIGINS": "https://a.example, http://b.example:8080/ ,",
+            "NEXUS_MAX_EXTRACT_CHARS": "1048576",
+            "NEXUS_PHONE_REGION": " mx ",
         }
     )
+    assert (s.max_extract_chars, s.phone_region) == (1_048_576, "MX")
     assert s.database_url == "postgresql://u:p@h:5433/db" and s.port == 9000
     assert (s.max_retries, s.min_backoff_ms, s.max_backoff_ms) == (0, 10, 20)
     assert s.allowed_origins == ("https://a.example", "http://b.example:8080")
@@ -65,6 +69,10 @@ def test_values_are_read():
         ({"NEXUS_EXTRACTOR": "claude"}, "ANTHROPIC_API_KEY"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"NEXUS_ALLOWED_ORIGINS": "example.com"}, "NEXUS_ALLOWED_ORIGINS"),
+        ({"NEXUS_MAX_EXTRACT_CHARS": "500"}, "NEXUS_MAX_EXTRACT_CHARS"),
+        ({"NEXUS_MAX_EXTRACT_CHARS": "2000000"}, "NEXUS_MAX_EXTRACT_CHARS"),
+        ({"NEXUS_PHONE_REGION": "XX"}, "NEXUS_PHONE_REGION"),
+        ({"NEXUS_PHONE_REGION": "colombia"}, "NEXUS_PHONE_REGION"),
         ({"NEXUS_PROSPECT_RETENTION_DAYS": "0"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
         ({"NEXUS_PROSPECT_RETENTION_DAYS": "30d"}, "NEXUS_PROSPECT_RETENTION_DAYS"),
         ({"NEXUS_PROSPECT_RETENTION_DAYS": "-5"}, "NEXUS_PROSPECT_RETENTION_DAYS"),

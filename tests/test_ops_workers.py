@@ -7,14 +7,13 @@ import pytest
 import sqlalchemy as sa
 
 from nexus.cli import main
+from tests.claude_stub import ClaudeAPI
 from tests.test_pipeline import (
-    Claude,
     Workers,
     api_error,
     claude_env,
     enqueue,
     fetch,
-    good,
     wait_status,
 )
 from tests.waiting import wait_for
@@ -22,13 +21,9 @@ from tests.waiting import wait_for
 
 @pytest.fixture
 def stub():
-    claude = Claude()
-    claude.server.start()
+    claude = ClaudeAPI().start()
     yield claude
-    claude.closing.set()
-    claude.server.clear()
-    if claude.server.is_running():
-        claude.server.stop()
+    claude.stop()
 
 
 @pytest.fixture
@@ -47,17 +42,17 @@ def nexus(monkeypatch, capsys, db_url, *args: str) -> str:
 
 
 def failed_and_dead(engine, stub, workers) -> tuple[str, str]:
-    """A row that failed for good (a 400 from the API) and its dead letter."""
+    """A row that failed for good (a 400 from the API, no fallback) and its dead letter."""
     stub.script(lambda n, body: api_error(400))
     queue_id = enqueue(engine, "s-ops").queue_id
-    workers.start(**claude_env(stub))
+    workers.start(**claude_env(stub, NEXUS_FALLBACK="none"))
     wait_status(engine, queue_id, "failed")
     wait_for(
         lambda: fetch(engine, "SELECT count(*) FROM broker_dead_letters")[0] == 1,
         "the dead letter",
     )
     message_id = str(fetch(engine, "SELECT message_id FROM broker_dead_letters")[0])
-    stub.script(lambda n, body: good())
+    stub.script(lambda n, body: None)
     return queue_id, message_id
 
 

@@ -33,7 +33,9 @@ def get_extractor(settings: Settings, engine=None) -> Extractor:
 
     Claude comes wrapped in a :class:`~.fallback.FallbackExtractor` (``NEXUS_FALLBACK``,
     ``NEXUS_DAILY_TOKEN_BUDGET``).  The budget is read from ``llm_calls`` through ``engine``;
-    without an engine (``nexus extract``) there is no budget to enforce.
+    without an engine (``nexus extract``) there is no budget to enforce.  Both extractors read
+    the newest ``NEXUS_MAX_EXTRACT_CHARS`` characters; the rules parse phones for
+    ``NEXUS_PHONE_REGION``.
     """
     return _extractor(
         settings.effective_extractor,
@@ -42,17 +44,27 @@ def get_extractor(settings: Settings, engine=None) -> Extractor:
         settings.fallback,
         settings.daily_token_budget if engine is not None else None,
         engine,
+        settings.max_extract_chars,
+        settings.phone_region,
     )
 
 
 @lru_cache(maxsize=8)
 def _extractor(
-    kind: str, api_key: str | None, model: str, fallback: str, budget: int | None, engine
+    kind: str,
+    api_key: str | None,
+    model: str,
+    fallback: str,
+    budget: int | None,
+    engine,
+    max_chars: int,
+    phone_region: str,
 ) -> Extractor:
     from .rules import RulesExtractor
 
+    rules = RulesExtractor(max_chars=max_chars, phone_region=phone_region)
     if kind != "claude":
-        return RulesExtractor()
+        return rules
     from .claude import ClaudeExtractor
     from .fallback import FallbackExtractor
 
@@ -62,8 +74,8 @@ def _extractor(
 
         tokens_today = partial(db.tokens_today, engine)
     return FallbackExtractor(
-        ClaudeExtractor(api_key, model),
-        RulesExtractor() if fallback == "rules" else None,
+        ClaudeExtractor(api_key, model, budget=max_chars),
+        rules if fallback == "rules" else None,
         daily_token_budget=budget,
         tokens_today=tokens_today,
     )

@@ -53,3 +53,29 @@ def visitor_texts(messages: Messages) -> list[str]:
         for m in messages
         if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str)
     ]
+
+
+def newest(messages: Messages, max_chars: int) -> Messages:
+    """The newest messages whose contents total at most ``max_chars`` characters.
+
+    Each message also counts one character (its separator), so empty messages cannot slip
+    past the bound.  Older messages are dropped whole; the oldest one kept may be cut, keeping
+    its end (a copy: ``messages`` is not modified).  Malformed items (not a dict with a string
+    ``content``) are skipped.  This is what bounds the cost of an extraction.
+    """
+    kept: list[dict] = []
+    left = max_chars
+    for message in reversed(messages):
+        if left <= 0:
+            break
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            continue
+        content = message["content"]
+        if len(content) >= left:
+            if left > 1:
+                kept.append({**message, "content": content[len(content) - left + 1 :]})
+            break
+        kept.append(message)
+        left -= len(content) + 1
+    kept.reverse()
+    return kept

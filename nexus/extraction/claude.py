@@ -66,10 +66,10 @@ from dataclasses import dataclass
 
 import anthropic
 
-from ..config import DEFAULT_MODEL
+from ..config import DEFAULT_MAX_EXTRACT_CHARS, DEFAULT_MODEL
 from ..db import TOKEN_KINDS
 from ..errors import PermanentExtractionError, RetryableExtractionError
-from .base import ExtractionResult, Messages
+from .base import ExtractionResult, Messages, newest
 from .prompt import OUTPUT_FORMAT, SYSTEM_PROMPT
 from .prospect import Prospect, normalise
 
@@ -80,7 +80,7 @@ ANSWER_MAX_TOKENS = 1_024  #: output tokens without thinking; the answer is ~100
 THINKING_MAX_TOKENS = (
     16_000  #: output tokens with thinking at low effort (the SDK's non-streaming limit is ~21k)
 )
-CONVERSATION_BUDGET = 24_000  #: characters of conversation sent, newest kept (~6-10k tokens)
+CONVERSATION_BUDGET = DEFAULT_MAX_EXTRACT_CHARS  #: characters of conversation sent (~6-10k tokens)
 ANSWER_ATTEMPTS = 2  #: calls per extraction when the answer is unusable (not on refusal)
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -190,28 +190,26 @@ def leave_long_waits_to_the_queue(request, call_next):
 
 
 def render(messages: Messages, budget: int = CONVERSATION_BUDGET) -> str:
-    """The conversation as one user turn: JSON-quoted lines, the newest ``budget`` characters.
+    """The conversation as one user turn: JSON-quoted lines of the newest ``budget`` characters.
 
-    Quoting each message keeps visitor text visibly data, whatever it contains.  Older
-    messages are dropped whole; a single newest message longer than the budget keeps its end.
+    Quoting each message keeps visitor text visibly data, whatever it contains.  Which part of
+    the conversation is read is :func:`~nexus.extraction.base.newest`'s choice, shared with the
+    rules extractor: older messages are dropped whole, and the oldest one kept, if cut, keeps
+    its end (marked ``(final)``).
     """
-    lines: list[str] = []
-    used = 0
     usable = [m for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
-    for message in reversed(usable):
+    kept = newest(usable, budget)
+    first = usable[len(usable) - len(kept)] if kept else None
+    cut = first is not None and len(kept[0]["content"]) < len(first["content"])
+    lines = []
+    for i, message in enumerate(kept):
         who = "visitante" if message.get("role") == "user" else "asistente"
-        line = f"{who}: {json.dumps(message['content'], ensure_ascii=False)}"
-        if used + len(line) > budget:
-            if not lines:
-                lines.append(
-                    f"{who} (final): {json.dumps(message['content'][-budget:], ensure_ascii=False)}"
-                )
-            break
-        lines.append(line)
-        used += len(line) + 1
-    dropped = len(usable) - len(lines)
+        if i == 0 and cut:
+            who += " (final)"
+        lines.append(f"{who}: {json.dumps(message['content'], ensure_ascii=False)}")
+    dropped = len(usable) - len(kept)
     note = [f"({dropped} mensajes anteriores omitidos)"] if dropped else []
-    body = "\n".join(note + lines[::-1])
+    body = "\n".join(note + lines)
     return f"<conversacion>\n{body}\n</conversacion>\nRegistra el prospecto."
 
 

@@ -16,6 +16,12 @@ INTENT = (
     r"necesito algo|me apunto|cuenten conmigo|quiero ser parte",
     r"empezar|comenzar|iniciar|arrancar|unirme|inscribirme|registrarme|sumarme",
     r"invertir|inversion|cuando empiezo|como me uno",
+    # Asking how to join, or saying yes to it, is intent too.
+    r"me anoto|me sumo|me uno|me inscribo|como me (?:inscribo|registro|anoto|apunto|sumo)",
+    r"donde (?:firmo|me inscribo|me registro)|como (?:hago|le hago) (?:para|pa) (?:empezar|entrar"
+    r"|unirme|inscribirme|arrancar)|que necesito (?:para|pa) (?:empezar|entrar|arrancar)",
+    r"quiero (?:entrar|entrarle)|le entro|entrarle|arranquemos|empecemos|hagamoslo|vamos con todo",
+    r"count me in|let'?s do it|what do i need",
     r"i want|i'?m interested|interested in|sign me up",
     # Intensified interest: "me re interesa", "súper interesada", "interesadísimo".
     r"me (?:re|super|muy|mega|recontra|requete|bastante|mucho|realmente)(?: super)? interesa",
@@ -29,16 +35,31 @@ REJECTION = (
     r"no me escriban mas|no me contacten",
 )
 
+#: An objection is a concern the visitor states about the offer.  For price that is a worry
+#: about its cost ("muy caro", "no tengo plata", "¿no será muy caro?"); a neutral question
+#: ("¿cuánto cuesta?", "precio?") asks for information and is not one.  The labels in
+#: tests/data and the Claude prompt use the same definition.
 OBJECTIONS = {
     "precio": (
-        r"car[oa]s?|carisim[oa]s?|costos[oa]|precio|cost[oe]s?|cuesta|expensive|pricey",
-        r"cuanto (?:cuesta|vale|sale|es la inscripcion|es el kit|hay que (?:pagar|invertir|poner))",
-        r"how much|cost|broke|can'?t afford|no puedo pagar",
+        r"car[oa]s?|carisim[oa]s?|costos[oa]|expensive|pricey|too much money",
+        r"(?:precio|costo|inscripcion|inversion|cuota|kit|paquete)s?(?: (?:de |del )?\w+)? "
+        r"(?:me parece "
+        r"|es |esta |son |estan |se ve |suena )?(?:muy |bastante |demasiado |un poco |medio |re )?"
+        r"(?:alt[oa]s?|elevad[oa]s?|excesiv[oa]s?|fuerte)",
+        r"broke|can'?t afford|no puedo pagar|no (?:podria|puedo) (?:pagar|invertir|costear)",
         # "el sueldo no me alcanza" is why they want extra income, not an objection to a price
-        r"hay que pagar|(?<!sueldo )(?<!sueldo ya )(?<!salario )(?<!salario ya )(?<!quincena )"
+        r"(?<!sueldo )(?<!sueldo ya )(?<!salario )(?<!salario ya )(?<!quincena )"
         r"(?<!pension )(?<!que gano )no me alcanza(?! el tiempo)",
-        r"presupuesto|no (?:lo|los) tengo|me cobra\w*",
-        r"cobran|no tengo (?:con que|para pagar)|no (?:tengo|me alcanza) para (?:eso|tanto|pagar)",
+        r"no tengo (?:tanto |mucho |el )?presupuesto|poco presupuesto|sin presupuesto"
+        r"|no (?:lo|los) tengo",
+        r"no tengo (?:con que|para pagar)|no (?:tengo|me alcanza) para (?:eso|tanto|pagar)",
+        r"no tengo (?:ni )?(?:pa|para) (?:la inscripcion|el kit|eso|pagar|invertir)|no tengo ni pa",
+        r"(?:no quiero|no puedo) gastar(?: \w+)? (?:mucho|tanto|mas)|mas (?:economico|barato)",
+        r"(?:es|sale|seria|son) (?:mucho|demasiado)"
+        r"(?! (?:mejor|mas|menos|mayor|peor|tiempo|gusto))",
+        r"(?:me parece|es) (?:un pasote|una pasada|un robo|un abuso|una locura)",
+        r"(?:lucas|pesos|euros|soles|dolares|mil|bolivares) no llego",
+        r"(?:estoy|ando|estamos|andamos) (?:re |muy |medio |bien )?just[oa]s?(?! de tiempo)",
         r"(?:no quiero|no puedo) (?:volver a )?pagar|cort[oa] de (?:dinero|plata|lana)",
         r"(?:no tengo|sin|ni|poca|mucha|poner|no me sobra|no hay) (?:mucha |mucho |nada de |esa "
         r"|ese |tanta |tanto |la |el |los |suficiente |the |that )?"
@@ -65,6 +86,7 @@ OBJECTIONS = {
         r"tiempo no tengo|no me queda tiempo|no tengo ni un minuto|sin un minuto libre",
         r"busy|no time|(?:don'?t|do not) have (?:the |much )?time|a full|a tope|sin descanso",
         r"short on time|not enough time",
+        r"(?:el )?tiempo (?:muy |re |bastante |super )?(?:justo|limitado|contado|apretado)",
     ),
     "confianza": (
         r"estafa\w*|fraude\w*|engan(?:o|os|ar|an|aron|ado|ada|ados|adas|oso|osa)|timo|ladron\w*",
@@ -83,6 +105,7 @@ OBJECTIONS = {
         r"red de gente|gente debajo|pyramid schemes?|ponzi",
         r"reclutar\w*|ganan los de arriba|herbalife|vender(?:le)? a (?:mis|tus) amig\w+",
         r"vendiendo a (?:mis|tus) amig\w+",
+        r"amway|reclutando|armar redes|meter gente|meta gente|gente abajo|gente debajo",
     ),
 }
 
@@ -109,16 +132,21 @@ ARCHETYPES = {
         (2, r"profesion|profesional|administrativ[oa]|gerente|emplead[oa]|ejecutiv[oa]"),
         (2, r"trabajo (?:de|como) \w+|sueldo|salario|quincena|mi trabajo"),
         (2, r"trabajo en (?:un|una) (?:firma|banco|constructora|hospital|oficina|gestoria)"),
+        (2, r"recepcionista|vigilante|guardia de seguridad|obrer[oa]|maestro de obra|auxiliar"),
+        (2, r"asistente (?:administrativ[oa]|de \w+)|call center|conserje|bodeguer[oa]|soldador"),
+        (2, r"contador[a]? public[oa]|funcionari[oa]|asalariad[oa]|trabajo de planta"),
         (1, r"oficina|mi jefe|despacho|turnos|colegas|firma|hospital|banco|consulta|fintech"),
     ),
     "lider_hogar": (
-        (3, r"ama de casa|amo de casa|madre soltera|padre soltero"),
+        (3, r"ama de casa|amo de casa|madre soltera|padre soltero|me dedico al hogar"),
+        (2, r"(?:mama|madre|papa|padre) de (?:dos|tres|cuatro|cinco|\d)|cuido a mis|mis chamacos"),
         (2, r"mama|madre|papa|abuela|abuelo|hogar|mis hij[oa]s|mis ninos|mis nietos"),
         (2, r"mis bebes|gemelos|mellizos|mi familia|cuido a"),
         (1, r"hij[oa]s|ninos|ninas|nietos|bebes|esposo|marido|familia|en casa|desde casa"),
     ),
     "joven_ambicion": (
-        (3, r"estudiante|universitari[oa]"),
+        (3, r"estudiante|universitari[oa]|estoy estudiando|estudio en (?:la|el)"),
+        (2, r"estudiando|en la (?:u|uni|facu)|el sena|instituto|ultimo ciclo|ciclo de"),
         (2, r"estudio|universidad|uni|facu|facultad|colegio|mis papas|primer trabajo"),
         (2, r"high school|college|secundaria|prepa|preparatoria|semestre|bachillerato"),
         (2, r"tengo (?:1[5-9]|2[0-4])(?: anos)?|i'?m (?:1[89]|2[0-4])|recien (?:sali|egresad[oa])"),
@@ -126,6 +154,16 @@ ARCHETYPES = {
     ),
     "independiente_freelancer": (
         (3, r"freelance\w*|por mi cuenta|independiente"),
+        (
+            2,
+            r"manejo (?:uber|didi|taxi|un taxi|cabify|moto)|taxi por (?:app|aplicativo|aplicacion)",
+        ),
+        (2, r"conductor[a]? de (?:uber|app|aplicativo|plataforma)|uber|didi|rappi|doordash"),
+        (
+            2,
+            r"repartidor[a]?|domiciliari[oa]|deliver(?:y|ies)|vendo (?:por|en) (?:instagram"
+            r"|facebook|redes|whatsapp|internet)|vendo ropa",
+        ),
         (2, r"consultor[a]?|disenador[a]?|fotograf[oa]|traductor[a]?|programador[a]?"),
         (2, r"community manager|edicion de videos|editor[a]? de video|por proyectos"),
         (
@@ -141,6 +179,7 @@ ARCHETYPES = {
         (2, r"voluntari[oa]s|asociacion|organizo|coordino|seguidores|entrenador[a]?"),
         (2, r"president[ea]|influencer|fundacion|ong|dirijo|catecismo|catequesis"),
         (2, r"ministerio|llevo un grupo|mi grupo|mi gente|lideresa|dirigente"),
+        (2, r"junta de vecinos|junta (?:de accion )?comunal|grupo de (?:jovenes|senoras|mujeres)"),
         (1, r"grupo de|equipo de|vecinos|barrio|colonia|junta"),
     ),
 }
@@ -155,7 +194,9 @@ OCCUPATIONS = (
     r"|mecanic[oa]|albanil|electricista|plomer[oa]|cociner[oa]|chef|panader[oa]|costurer[oa]"
     r"|peluquer[oa]|estilista|carpinter[oa]|agricultor[a]?|campesin[oa]|pensionad[oa]"
     r"|jubilad[oa]|dentista|psicolog[oa]|veterinari[oa]|periodista|economista|analista"
-    r"|freelancer?|desarrollador[a]?|developer|teacher|doctor[a]?"
+    r"|freelancer?|desarrollador[a]?|developer|teacher|doctor[a]?|recepcionista|vigilante"
+    r"|taxista|conductor[a]?|repartidor[a]?|domiciliari[oa]|obrer[oa]|auxiliar(?: de \w+)?"
+    r"|asistente(?: de \w+)?|funcionari[oa]|maestro de obra"
 )
 
 #: Phrases that make "soy X" / a reply not a name (folded).  Titles are skipped instead.
@@ -171,7 +212,8 @@ NOT_NAMES = _words(
 )
 TITLES = _words(
     """hermana hermano sr sra srta don dona dr dra doctor doctora ing lic licenciado
-    licenciada pastor pastora profesor profesora sor padre mtro mtra arq abg mr mrs ms pbro"""
+    licenciada pastor pastora profesor profesora sor padre mtro mtra arq abg mr mrs ms pbro
+    profe inge doc"""
 )
 #: Words that end a name typed in lower case ("me llamo ana y quiero ...").
 STOP_WORDS = _words(
@@ -209,7 +251,10 @@ NOT_REPLY_NAMES = _words(
     bien mal todavia aun tampoco prefiero paso secreto anonimo anonima nombre apellido
     mas menos solo sola solamente ahora hoy manana ayer rapido despacio igual nada ninguno
     quiero puedo puede decir digo saber ver veo mira oye oiga perdon disculpa sorry broma
-    cuesta vale sale precio gratis verdad mentira seguro segura ya listo lista sale bye chao"""
+    cuesta vale sale precio gratis verdad mentira seguro segura ya listo lista sale bye chao
+    interesante genial excelente obvio exacto cierto entiendo igualmente gusto encantado
+    encantada okey okay sip nop nope aja mmm hmm ahh buenas buenos saludos chevere bacano chido
+    gracias hola si no ok dale bueno claro perfecto vale porfa ayuda empezar"""
 )
 #: Someone else's relation to the visitor: a number "de mi vecina" is not the visitor's.
 RELATIONS = (
@@ -233,5 +278,8 @@ EMAIL_LEAD = _words(
 #: An assistant question asking for the visitor's name: the next visitor reply may be it.
 NAME_QUESTION = (
     r"como te llamas|como se llama|tu nombre|su nombre|your name|con quien tengo el gusto"
-    r"|a quien tengo el gusto"
+    r"|a quien tengo el gusto|con quien (?:hablo|hablamos|me comunico|tengo el placer)"
+    r"|como te (?:digo|llamo|dicen|puedo (?:llamar|decir))|como le (?:digo|llamo|puedo decir)"
+    r"|a nombre de quien|de parte de quien|(?:cual es )?(?:tu|su) gracia|quien (?:eres|me escribe)"
+    r"|who am i (?:talking|speaking) (?:to|with)|what should i call you"
 )

@@ -89,7 +89,7 @@ rechazo: true solo si el visitante rechazó la propuesta explícitamente, como e
 ejemplos; un saludo o una conversación sin señales de interés no es un rechazo.
 
 objeciones (solo estas, sin repetir; [] si no hay):
-- precio: le parece caro, no tiene dinero o presupuesto, pregunta con preocupación cuánto cuesta;
+- precio: le preocupa el costo (caro, sin dinero o presupuesto); preguntar el precio no basta;
 - tiempo: dice que no tiene tiempo o que está muy ocupado;
 - confianza: sospecha estafa o fraude, desconfía, pregunta si es legal, real o seguro;
 - mlm: lo asocia con multinivel, pirámide, network marketing o reclutar gente.

@@ -3,7 +3,9 @@
 Both extractors end in :func:`normalise`, so whatever a model (or a visitor talking to it)
 produces, only values from SPEC section 6's schema reach ``update_prospect_data``: unknown
 enum values are dropped, interest is clamped to 0..10 in halves, ``momento_optimo`` is
-recomputed from interest, and contacts that do not look like an email or a phone are nulled.
+recomputed from interest, and contacts that are not an email address or a phone number are
+nulled.  Emails are checked with ``email-validator`` (syntax only, no DNS) and phones parsed
+with ``phonenumbers`` (Google's libphonenumber).
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from ..config import DEFAULT_PHONE_REGION
 
 ARQUETIPOS = (
     "emprendedor_dueno_negocio",
@@ -31,9 +39,7 @@ MAX_EMAIL = 254  #: characters, RFC 5321's path limit
 MIN_PHONE_DIGITS, MAX_PHONE_DIGITS = 7, 15  #: E.164 allows at most 15 digits
 
 _SPACES = re.compile(r"\s+")
-_EMAIL = re.compile(
-    r"[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9\-]+)*\.[a-z]{2,24}"
-)
+_NOT_PHONE = re.compile(r"[^\d\s+().\-/]")
 #: A person's name: letters, with inner spaces, apostrophes, hyphens and dots ("Ma. José").
 _NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ .'\-’])*", re.UNICODE)
 _LOWER_PARTICLES = frozenset(
@@ -110,31 +116,56 @@ def normalise_name(value: object) -> str | None:
 
 
 def normalise_email(value: object) -> str | None:
-    """Lowercased; None unless it has the shape local@domain.tld."""
+    """Lowercased; None unless ``email-validator`` accepts its syntax (no DNS lookup).
+
+    Special-use domains (``localhost``, ``.test``, ``.invalid`` ...) are refused with it.
+    """
     if not isinstance(value, str):
         return None
     value = value.strip().lower().removeprefix("mailto:").strip(" .,;:<>()[]\"'")
-    if len(value) > MAX_EMAIL or not _EMAIL.fullmatch(value) or ".." in value:
+    if not value or len(value) > MAX_EMAIL or "@" not in value:
         return None
-    return value
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
 
 
-def normalise_phone(value: object) -> str | None:
-    """Digits only, keeping a leading ``+`` (``00`` becomes ``+``); None unless 7..15 digits."""
+def normalise_phone(value: object, region: str = DEFAULT_PHONE_REGION) -> str | None:
+    """A phone number in E.164 (``+573114567890``) when ``phonenumbers`` finds it valid.
+
+    A number with a country code (``+`` or ``00``) must be valid for that country; one
+    without is read as a number of ``region`` (``NEXUS_PHONE_REGION``).  A number without a
+    country code that is not valid there is kept as its digits (7..15 of them): the visitor
+    gave it, and guessing another country would be worse than leaving it national.  Anything
+    else (letters, too few or too many digits) is None.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or len(value) > 64:
         return None
     value = value.strip()
-    if re.search(r"[^\d\s+().\-/]", value):
+    if _NOT_PHONE.search(value):
         return None
-    digits = re.sub(r"\D", "", value)
+    digits = "".join(c for c in value if c.isdigit())
     plus = value.startswith("+")
     if not plus and digits.startswith("00"):
         digits, plus = digits[2:], True
     if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
         return None
-    return ("+" if plus else "") + digits
+    return _parse_phone(digits, plus, region)
+
+
+@lru_cache(maxsize=4096)
+def _parse_phone(digits: str, plus: bool, region: str) -> str | None:
+    """E.164 if valid; else the national digits, or None with a country code (~0.1 ms)."""
+    try:
+        number = phonenumbers.parse(("+" if plus else "") + digits, None if plus else region)
+    except phonenumbers.NumberParseException:
+        return None
+    if phonenumbers.is_valid_number(number):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None if plus else digits
 
 
 def normalise_interest(value: object) -> float:
@@ -167,11 +198,12 @@ def normalise_archetype(value: object) -> str | None:
     return value if value in ARQUETIPOS else None
 
 
-def normalise(raw: Mapping) -> Prospect:
+def normalise(raw: Mapping, *, phone_region: str = DEFAULT_PHONE_REGION) -> Prospect:
     """Build a valid :class:`Prospect` from any mapping; unknown keys are ignored.
 
     ``momento_optimo`` in ``raw`` is ignored: it is recomputed from ``nivel_interes`` so the
-    two can never disagree.  Raises ``TypeError`` if ``raw`` is not a mapping.
+    two can never disagree.  ``phone_region``: see :func:`normalise_phone`.  Raises
+    ``TypeError`` if ``raw`` is not a mapping.
     """
     if not isinstance(raw, Mapping):
         raise TypeError(f"expected a mapping, got {type(raw).__name__}")
@@ -179,7 +211,7 @@ def normalise(raw: Mapping) -> Prospect:
     return Prospect(
         nombre=normalise_name(raw.get("nombre")),
         email=normalise_email(raw.get("email")),
-        telefono=normalise_phone(raw.get("telefono")),
+        telefono=normalise_phone(raw.get("telefono"), phone_region),
         ocupacion=_text(raw.get("ocupacion")),
         nivel_interes=interest,
         objeciones=normalise_objections(raw.get("objeciones")),

@@ -14,6 +14,14 @@ preference between two numbers ("mejor el cel") is honoured.
 Interest follows SPEC section 6's rubric exactly: +2 name, +3 phone, +1.5 email, +2 intent
 words, -3 "no me interesa", clamped to 0..10.  All patterns are compiled at import; a typical
 conversation takes well under a millisecond.
+
+Cost is linear in the text read, whatever the text: only the newest ``max_chars`` characters
+are read (:func:`~.base.newest`), and no pattern may backtrack super-linearly.  Python's ``re``
+guarantees nothing, so every pattern here is written for it: a pattern searched through the
+text can only start where its first token starts (a lookbehind rejects positions inside a
+run it would scan again), runs are taken possessively (``++``, ``*+``) where giving back
+cannot help, and what follows a cue is read through a bounded window (``_REACH``), never to
+the end of the text.  ``tests/extraction/test_linear_time.py`` feeds 1 MiB adversarial inputs.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from ..config import DEFAULT_MAX_EXTRACT_CHARS, DEFAULT_PHONE_REGION
 from . import lexicon
-from .base import ExtractionResult, Messages
+from .base import ExtractionResult, Messages, newest
 from .prospect import normalise, normalise_email, normalise_phone
 
 #: How sure a name cue is: a self-correction ("bueno, Brenda Saldaña") beats "me llamo", which
@@ -47,15 +56,88 @@ def fold(text: str) -> str:
     return text.translate(_FOLD)
 
 
+def _top_level(body: str) -> list[str]:
+    """The alternatives of a regex body, split at its top-level ``|``."""
+    parts, current, depth, in_class, escaped = [], [], 0, False, False
+    for ch in body:
+        if escaped or in_class:
+            in_class = in_class and not (ch == "]" and not escaped)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "[":
+            in_class = True
+        elif ch in "()":
+            depth += 1 if ch == "(" else -1
+        elif ch == "|" and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
 def _alternation(parts: tuple[str, ...] | str) -> re.Pattern[str]:
-    body = parts if isinstance(parts, str) else "|".join(parts)
-    return re.compile(rf"(?<![\w'])(?:{body})(?![\w'])")
+    """Whole words or phrases (alternatives that each start with a word character).
+
+    Built for speed as well as linear time: alternatives that start with a plain letter are
+    grouped by it, and each group checks the word boundary just *after* its letter
+    (``c(?<![\\w']c)...``).  A pattern that then starts with literals only lets ``re`` skip
+    in C every position whose character begins no alternative (a lookbehind first would be
+    evaluated at every position: ~30 ns a character, times 50 lexicon patterns).  Order is
+    kept within a letter; other alternatives follow, with the boundary checked first.
+    """
+    groups: dict[str, list[str]] = {}
+    rest = []
+    for alt in _top_level(parts if isinstance(parts, str) else "|".join(parts)):
+        if len(alt) > 1 and alt[0].isalnum() and alt[1] not in "?*+{":
+            groups.setdefault(alt[0], []).append(alt[1:])
+        else:
+            rest.append(alt)
+    body = [f"{c}(?<![\\w']{c})(?:{'|'.join(tails)})" for c, tails in groups.items()]
+    if rest:
+        body.append(f"(?<![\\w'])(?=\\w)(?:{'|'.join(rest)})")
+    return re.compile(f"(?:{'|'.join(body)})(?![\\w'])")
 
 
 _INTENT = _alternation(lexicon.INTENT)
 _REJECTION = _alternation(lexicon.REJECTION)
 _NEGATED = re.compile(r"(?:\bno|\bni|\btampoco)\s+(?:me\s+|lo\s+)?$")
+#: Characters read around a cue: a negation before it, a name or an address next to it.
+_REACH = 96
+_NEGATION_REACH = 24
+_MAX_NAME_WORD = 40  #: characters; a longer "word" is not part of a name
+_MAX_CONTACTS = 20  #: the last emails / phone numbers given that are checked
 _OBJECTIONS = {name: _alternation(parts) for name, parts in lexicon.OBJECTIONS.items()}
+#: An objection cue negated just before it: "no es caro", "no desconfío", "ya sé que no es
+#: multinivel", "no creo que sea una estafa", "no me falta tiempo".
+_OBJECTION_NEGATED = re.compile(
+    r"(?<!uy )(?<!ay )(?<!ah )(?<!uf )(?<!uff )(?<!pues )(?<!nah )"  # "uy no, está caro"
+    r"\b(?:no|nunca|tampoco)\s+(?:(?:es|son|sera|seria|fue|esta|estan|estoy|ando|parece"
+    r"|me\s+parece|lo\s+veo|creo\s+que\s+sea|pienso\s+que\s+sea|suena\s+a|huele\s+a|es\s+por"
+    r"|tengo\s+problema\s+con|me\s+preocupa|me\s+asusta|me\s+importa)\s+)?"
+    r"(?:(?:un|una|tan|muy|nada|para\s+nada|el|la|lo|los|las|del|de|por)\s+){0,3}$"
+)
+#: An objection dismissed right after it, in the same sentence: "caro pero vale la pena",
+#: "la plata no es problema", "eso no me asusta", "tiempo me sobra".
+_OBJECTION_DISMISSED = re.compile(
+    r"[^.!?\n;]{0,40}?(?<![\w'])(?:no\s+(?:es|son|sera|seria|representa)\s+(?:un\s+|ningun\s+"
+    r"|mucho\s+|mayor\s+)?(?:problema|impedimento|obstaculo|inconveniente|excusa|lio)"
+    r"|no\s+me\s+(?:preocupa|asusta|importa|molesta|detiene|frena)|me\s+sobra|de\s+sobra"
+    r"|no\s+hay\s+(?:problema|lio|rollo)|da\s+igual|vale\s+la\s+pena|lo\s+vale|me\s+organizo"
+    r"|me\s+las\s+arreglo|lo\s+puedo\s+pagar|si\s+(?:lo\s+)?puedo\s+pagar)(?![\w'])"
+)
+_STARTS_NEGATED = re.compile(r"(?:no|ni|sin|nunca)\b")
+_SENTENCE_END = re.compile(r"[.!?\n;]")
+#: A rejection made conditional: "si es multinivel no me interesa", "no me interesa si hay que
+#: reclutar": a condition, not a rejection of the offer.
+_CONDITION = re.compile(
+    r"(?<![\w'])(?:si|solo\s+si|en\s+caso\s+de\s+que|a\s+menos\s+que|salvo\s+que|if)\s+\w"
+)
+_CONDITION_AFTER = re.compile(
+    r"\s*,?\s*(?:si|solo\s+si|en\s+caso\s+de\s+que|a\s+menos\s+que|salvo\s+que|if)\s+\w"
+)
 _ARCHETYPES = {
     name: [(weight, _alternation(p)) for weight, p in cues]
     for name, cues in lexicon.ARCHETYPES.items()
@@ -114,37 +196,47 @@ _GREETINGS = frozenset(
 #: Quoted or injected structured data: a JSON object, a "system:" line, <system> tags.
 _INJECTED = re.compile(
     r"\{\s*[\"'][^\"'{}]*[\"']\s*:(?:[^{}]|\{[^{}]*\})*(?:\}|$)"
-    r"|<\s*(system|assistant|developer|instructions?|sistema)\b[^>]*>.*?(?:<\s*/\s*\1\s*>|$)"
+    r"|<\s*+(system|assistant|developer|instructions?|sistema)\b[^<>]*+>.*?(?:<\s*/\s*\1\s*>|$)"
     r"|<\s*/?\s*(?:user|system|assistant|developer|instructions?|sistema)\s*>"
-    r"|(?:^|(?<=[\n.!?;>\]}\"]))[ \t]*[\[#*(]*[ \t]*(?:system|sistema|assistant|asistente"
-    r"|developer|admin)[ \t]*[\]#*)]*[ \t]*:[^\n]*",
+    r"|(?:^|(?<=[\n.!?;>\]}\"]))[ \t]*+[\[#*(]*+[ \t]*+(?:system|sistema|assistant|asistente"
+    r"|developer|admin)[ \t]*+[\]#*)]*+[ \t]*+:[^\n]*+",
     re.S,
 )
+_FIRST_WORD = re.compile(r"[\s:\-]*+([^\W\d_]++)")
+_NOT_FIRST_WORDS = (lexicon.STOP_WORDS | lexicon.NOT_NAMES) - lexicon.TITLES - {"el", "la"}
 _NAME_SPAN = re.compile(r"[\s:\-]*([^,.;:!?¡¿()\[\]{}<>\"\n\d@/=]*)")
 _WORD = re.compile(r"[^\W\d_]+(?:['\-][^\W\d_]+)*")
-_CLAUSE = re.compile(r"[,.;:!?\n]+")
+_CLAUSE_TEXT = re.compile(r"[^,.;:!?\n]++")
 _FILLERS = frozenset(
     ["si", "claro", "ok", "okay", "hola", "buenas", "dale", "sure", "yes", "vale", "bueno"]
     + ["pues", "jaja", "ya", "con"]
 )
 _PARTICLES = frozenset(["de", "del", "la", "las", "los"])
 _NOT_COUNTED = _PARTICLES | {"y"}
-_REPLY_TAIL = re.compile(r"[\s,]*(?:(?:pero|aunque|y|o|mas)\s+)?$")
+#: A connector left at the end of a reply cut before a nickname: "catalina pero".
+_TRAILING_CONNECTOR = re.compile(r"(?<![\w'])(?:pero|aunque|y|o|mas)$")
+_REPLY_REACH = 300  #: characters; a longer clause is not a bare name
+_NOT_NAME_ENDINGS = ("ende", "enda", "mente", "ando", "iendo", "amos", "emos", "imos", "ame")
 _MAX_NAME_WORDS = 4
 
-_EMAIL = re.compile(r"[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+_EMAIL = re.compile(r"(?<![\w.%+\-])[\w.%+\-]++@[\w\-]++(?:\.[\w\-]++)+")
 #: A spelled-out address: "ana punto ruiz arroba gmail punto com", "ana_r (at) mail . com".
 _LOCAL_SEP = r"(?:[._\-]|[ \t]+[._\-][ \t]+|\s+(?:punto|dot|guion\s+bajo|underscore|guion|dash)\s+)"
 _DOMAIN_SEP = r"(?:\.|[ \t]+\.[ \t]+|\s+(?:punto|dot)\s+|\s*[(\[](?:punto|dot)[)\]]\s*)"
 _SPOKEN_EMAIL = re.compile(
-    rf"(?<![\w.@%+\-])([a-z0-9%+]+(?:{_LOCAL_SEP}[a-z0-9%+]+)*)"
+    rf"(?<![\w.@%+\-])([a-z0-9%+]{{1,64}}(?:{_LOCAL_SEP}[a-z0-9%+]{{1,64}}){{0,8}})"
     r"(?:\s*[(\[{<]\s*(?:arroba|at)\s*[)\]}>]\s*|\s+arroba\s+|\s+@\s*|\s*@\s+)"
-    rf"([a-z0-9\-]+(?:{_DOMAIN_SEP}[a-z0-9\-]+)+)(?![\w@])"
+    rf"([a-z0-9\-]{{1,63}}(?:{_DOMAIN_SEP}[a-z0-9\-]{{1,63}}){{1,6}})(?![\w@])"
 )
 _SPOKEN_SEP = re.compile(
     r"\s*(?:(\.|punto|dot)|(_|guion\s+bajo|underscore)|(-|guion|dash)|[(\[](?:punto|dot)[)\]])\s*"
 )
-_PHONE = re.compile(r"(?<![\w+@/$€])(?:\+[ \t]?)?\(?\d+\)?(?:[ \t\-.]{1,2}\(?\d+\)?)*(?![\w@])")
+#: A number: digit groups joined by one or two separators.  It starts only where a chain of
+#: groups starts (not after "1-" or "1 (") and takes the whole chain, so "1-1-1-..." is read once.
+_PHONE = re.compile(
+    r"(?<![\w+@/$€])(?<![\d)][ \t\-.])(?<![\d)][ \t\-.]{2})(?<![\d)][ \t\-.]\()"
+    r"(?<![\d)][ \t\-.]{2}\()(?:\+[ \t]?)?+\(?+\d++\)?+(?:[ \t\-.]{1,2}+\(?+\d++\)?+)*+(?![\w@])"
+)
 _NOT_PHONE_AFTER = re.compile(
     r"\s*(?:pesos|dolares|soles|euros|usd|eur|mil|millones|bs|lucas|anos|seguidores|personas|%)\b"
 )
@@ -158,7 +250,7 @@ _PHONE_WORD = (
 _THIRD_PARTY = re.compile(
     rf"(?:\b(?:el|la|los)\s+(?:{_PHONE_WORD}\s+)?de\s+(?:ella|el|ellos|ellas|usted"
     rf"|(?:mi|mis|tu|tus|su|sus|la|el)\s+(?:{lexicon.RELATIONS}))"
-    rf"|\bsus?\s+{_PHONE_WORD}s?|\b(?:mi|mis)\s+(?:{lexicon.RELATIONS})\s*(?:es|:|tiene)?\s*$)\b"
+    rf"|\bsus?\s+{_PHONE_WORD}s?|\b(?:mi|mis)\s+(?:{lexicon.RELATIONS})\s*+(?:es|:|tiene)?+\s*+$)\b"
 )
 #: The visitor's own number named again after a third party's: "no, mejor el mío".
 _OWN_PHONE = re.compile(rf"\b(?:el\s+mio|la\s+mia|mi\s+{_PHONE_WORD}|mio|yo)\b")
@@ -207,12 +299,17 @@ def _take_name(
     for it); ``whole``: the name must use up every word.
     """
     i = 0
-    while i < len(words) - 1 and (
-        fold(words[i]).rstrip(".") in lexicon.TITLES
-        or (
-            i + 2 < len(words)
-            and fold(words[i]) in ("el", "la")
-            and fold(words[i + 1]).rstrip(".") in lexicon.TITLES
+    while (
+        i < len(words) - 1
+        and (
+            fold(words[i]).rstrip(".") in lexicon.TITLES
+            # "soy la Coni", "soy el Beto": an article before a capitalised name
+            or (fold(words[i]) in ("el", "la") and words[i + 1][:1].isupper())
+            or (
+                i + 2 < len(words)
+                and fold(words[i]) in ("el", "la")
+                and fold(words[i + 1]).rstrip(".") in lexicon.TITLES
+            )
         )
     ):
         i += 1
@@ -220,7 +317,7 @@ def _take_name(
     capitalised = False
     while i < len(words) and sum(fold(w) not in _NOT_COUNTED for w in taken) < _MAX_NAME_WORDS:
         word, folded = words[i], fold(words[i])
-        if not _WORD.fullmatch(word):
+        if len(word) > _MAX_NAME_WORD or not _WORD.fullmatch(word):
             break
         if not taken:
             if folded in lexicon.NOT_NAMES or folded in lexicon.STOP_WORDS:
@@ -267,23 +364,54 @@ def _take_name(
     return " ".join(taken) or None
 
 
+def _negated(folded: str, pos: int) -> bool:
+    """Whether a negation ("no", "ni", "tampoco", "no me") comes just before ``pos``."""
+    return bool(_NEGATED.search(folded, max(0, pos - _NEGATION_REACH), pos))
+
+
+def _previous_word(folded: str, pos: int) -> str:
+    """The word just before ``pos`` (read within ``_REACH`` characters), or ""."""
+    words = folded[max(0, pos - _REACH) : pos].split()
+    return words[-1] if words else ""
+
+
+def _span_words(text: str, pos: int) -> list[str]:
+    """The words of the clause starting at ``pos``, read within ``_REACH`` characters.
+
+    A word the window cuts is left out, so a long clause cannot pass for a short name.
+    """
+    limit = pos + _REACH
+    span = _NAME_SPAN.match(text, pos, limit)
+    words = span.group(1).split() if span else []
+    if words and span.end() == limit < len(text) and not text[limit - 1].isspace():
+        words.pop()
+    return words
+
+
 def _name_after(text: str, folded: str, end: int, strength: int, lower_ok: bool) -> str | None:
-    if title := _TITLE_DOT.match(folded, end):
+    if title := _TITLE_DOT.match(folded, end, end + _REACH):
         end = title.end()
-    span = _NAME_SPAN.match(text, end)
-    return _take_name(span.group(1).split(), strength, lower_ok) if span else None
+    # Most cues are followed by a word that cannot start a name ("soy de", "soy muy"): a
+    # shortcut with the answer _take_name would give, since the cue may repeat thousands of times.
+    peek = _FIRST_WORD.match(folded, end, end + _REACH)
+    if (
+        peek
+        and peek.group(1) in _NOT_FIRST_WORDS
+        and (peek.end() == len(folded) or folded[peek.end()].isspace())
+    ):
+        return None
+    return _take_name(_span_words(text, end), strength, lower_ok)
 
 
 def _name_here(text: str, folded: str, lower_ok: bool) -> tuple[int, str] | None:
     """ "Fernando aquí": the words that open a clause before "aquí" / "por aquí", if a name."""
     for m in _HERE.finditer(folded):
-        before = folded[: m.start()].rstrip()
         words = text[m.start(1) : m.end(1)].split()
         while words and fold(words[0]) in _GREETINGS:
             words.pop(0)
         if not words:
             continue
-        prev = before.rsplit(None, 1)[-1] if before else ""
+        prev = _previous_word(folded, m.start())
         if prev and prev[-1].isalnum() and prev not in _GREETINGS:
             continue  # mid-clause: "vivo en Lima aquí"
         if name := _take_name(words, WEAK, lower_ok, whole=True):
@@ -304,9 +432,9 @@ def _sign_off(text: str, folded: str) -> tuple[int, str] | None:
     return (m.start(), name) if name else None
 
 
-def _plain_reply_name(words: list[str]) -> bool:
+def _plain_reply_name(words: list[str], minimum: int = 2) -> bool:
     """Whether a lower-case reply of two to four words may be a name ("brayan stiven")."""
-    if not 2 <= len(words) <= _MAX_NAME_WORDS:
+    if not minimum <= len(words) <= _MAX_NAME_WORDS:
         return False
     for word in words:
         folded = fold(word)
@@ -329,18 +457,34 @@ def _name_reply(text: str) -> str | None:
     A nickname that follows is cut off ("catalina pero me dicen cata" -> "catalina"), and a
     lower-case reply of a few plain words is taken ("brayan stiven").
     """
-    for clause in _CLAUSE.split(text):
+    for match in _CLAUSE_TEXT.finditer(text):
+        clause = match.group(0).strip()
+        if not clause:
+            continue
+        if len(clause) > _REPLY_REACH:
+            return None
         if nick := _NICK_CUE.search(fold(clause)):
-            clause = clause[: nick.start()]
-            clause = clause[: _REPLY_TAIL.search(fold(clause)).start()]
+            clause = clause[: nick.start()].rstrip(" \t\n,")
+            if tail := _TRAILING_CONNECTOR.search(fold(clause)):
+                clause = clause[: tail.start()].rstrip(" \t\n,")
         words = clause.split()
-        while words and fold(words[0]) in _FILLERS:
-            words.pop(0)
+        first = 0
+        while first < len(words) and fold(words[first]) in _FILLERS:
+            first += 1
+        words = words[first:]
         if not words:
             continue
         if name := _take_name(words, WEAK, whole=True):
             return name
         if _plain_reply_name(words):
+            return _take_name(words, WEAK, lower_ok=True, whole=True)
+        if (  # the whole reply is one plain word that is not a verb or adverb: "jhonatan"
+            len(words) == 1
+            and len(_WORD.findall(text, 0, _REPLY_REACH)) == 1
+            and len(words[0]) >= 3
+            and not fold(words[0]).endswith(_NOT_NAME_ENDINGS)
+            and _plain_reply_name(words, minimum=1)
+        ):
             return _take_name(words, WEAK, lower_ok=True, whole=True)
         return None
     return None
@@ -389,8 +533,7 @@ def _corrections(
     found = []
     first = fold(base.split()[0])
     for cue in _CORRECTION.finditer(folded):
-        span = _NAME_SPAN.match(text, cue.end())
-        words = span.group(1).split() if span else []
+        words = _span_words(text, cue.end())
         if not words:
             continue
         lower_ok = asked or _similar(fold(words[0]), first)
@@ -420,12 +563,12 @@ def _names(text: str, folded: str, asked: bool, prior: str | None) -> list[tuple
         if name := _name_after(text, folded, cue.end(), STRONG, False):
             found.append((STRONG, cue.start(), name))
     for cue in _WEAK_CUE.finditer(folded):
-        if _NEGATED.search(folded, 0, cue.start()):
+        if _negated(folded, cue.start()):
             continue
         if name := _name_after(text, folded, cue.end(), WEAK, asked):
             found.append((WEAK, cue.start(), name))
     for cue in _NICK_CUE.finditer(folded):
-        if _NEGATED.search(folded, 0, cue.start()):
+        if _negated(folded, cue.start()):
             continue
         if name := _name_after(text, folded, cue.end(), NICK, asked):
             found.append((NICK, cue.start(), name))
@@ -454,8 +597,7 @@ def _emails(text: str, folded: str) -> list[str]:
     found = [m.group(0) for m in _EMAIL.finditer(text)]
     if "arroba" in folded or "at" in folded or " @" in folded or "@ " in folded:
         for m in _SPOKEN_EMAIL.finditer(folded):
-            before = folded[: m.start()].rstrip()
-            prev = before.rsplit(None, 1)[-1] if before else ""
+            prev = _previous_word(folded, m.start())
             if prev and prev[-1].isalnum() and prev not in lexicon.EMAIL_LEAD:
                 found.append("")  # the address may start earlier: none rather than a part
                 continue
@@ -480,10 +622,20 @@ def _mask_injected(text: str, folded: str) -> tuple[str, str]:
             spans += [m.span() for m in _LOOSE_ASSIGNMENT.finditer(folded)]
     if not spans:
         return text, folded
-    for a, b in reversed(spans):
-        text = text[:a] + " " * (b - a) + text[b:]
-        folded = folded[:a] + " " * (b - a) + folded[b:]
-    return text, folded
+    return _blank(text, spans), _blank(folded, spans)
+
+
+def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each (possibly overlapping) span replaced by as many spaces, in one pass."""
+    parts, done = [], 0
+    for a, b in sorted(spans):
+        if b <= done:
+            continue
+        a = max(a, done)
+        parts += [text[done:a], " " * (b - a)]
+        done = b
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 class _Phone:
@@ -547,12 +699,13 @@ def _shun(words: str, found: list[_Phone], before: int) -> None:
             mine[-1].shunned = True
 
 
-def _phone_choice(phones: list[_Phone], preference: str | None) -> str | None:
+def _phone_choice(phones: list[_Phone], preference: str | None, region: str) -> str | None:
     """The visitor's number: the preferred kind if they named one, else the last not shunned.
 
-    Visitors correct themselves, so without a preference the last number wins.
+    Visitors correct themselves, so without a preference the last number wins.  Only the last
+    ``_MAX_CONTACTS`` numbers are parsed: parsing costs ~0.1 ms a number.
     """
-    valid = [(p, v) for p in phones if (v := normalise_phone(p.raw))]
+    valid = [(p, v) for p in phones[-_MAX_CONTACTS:] if (v := normalise_phone(p.raw, region))]
     if not valid:
         return None
     if preference:
@@ -577,8 +730,41 @@ def _phone_choice(phones: list[_Phone], preference: str | None) -> str | None:
     return kept[-1] if kept else valid[-1][1]
 
 
+def _objections(folded: str) -> list[str]:
+    """The objections stated: a cue neither negated before it nor dismissed after it.
+
+    A negated cue in a question still counts ("¿no es una estafa?" is a worry).
+    """
+    found = []
+    for name, rx in _OBJECTIONS.items():
+        for m in rx.finditer(folded):
+            if not _STARTS_NEGATED.match(m.group(0)) and _OBJECTION_NEGATED.search(
+                folded, max(0, m.start() - _NEGATION_REACH * 2), m.start()
+            ):
+                end = _SENTENCE_END.search(folded, m.end(), m.end() + _REACH)
+                if not (end and end.group(0) == "?"):
+                    continue
+            if _OBJECTION_DISMISSED.match(folded, m.end(), m.end() + _REACH):
+                continue
+            found.append(name)
+            break
+    return found
+
+
+def _rejected(folded: str) -> bool:
+    """An explicit rejection ("no me interesa"), not a conditional one ("si es X, no me...")."""
+    for m in _REJECTION.finditer(folded):
+        reach = max(0, m.start() - _REACH)
+        clause = max(reach, *(folded.rfind(c, reach, m.start()) + 1 for c in ".!?\n;"))
+        if not _CONDITION.search(folded, clause, m.start()) and not _CONDITION_AFTER.match(
+            folded, m.end(), m.end() + _REACH
+        ):
+            return True
+    return False
+
+
 def _intent(folded: str) -> bool:
-    return any(not _NEGATED.search(folded, 0, m.start()) for m in _INTENT.finditer(folded))
+    return any(not _negated(folded, m.start()) for m in _INTENT.finditer(folded))
 
 
 def _archetype(folded: str) -> str | None:
@@ -598,19 +784,36 @@ def _occupation(text: str, folded: str) -> str | None:
     return None
 
 
-def _last(values) -> str | None:
-    """The last value that survived normalisation: visitors correct themselves."""
-    kept = [v for v in values if v]
-    return kept[-1] if kept else None
+def _last_email(candidates: list[str]) -> str | None:
+    """The last address that is valid (of the last ``_MAX_CONTACTS``): visitors correct
+    themselves, and validating costs ~0.1 ms an address."""
+    for candidate in reversed(candidates[-_MAX_CONTACTS:]):
+        if email := normalise_email(candidate):
+            return email
+    return None
 
 
 class RulesExtractor:
-    """Keyword and pattern extraction; never raises for any list of messages."""
+    """Keyword and pattern extraction; never raises for any list of messages.
+
+    ``max_chars``: characters of the conversation read, newest kept (``NEXUS_MAX_EXTRACT_CHARS``);
+    ``phone_region``: the region assumed for a number without a country code
+    (``NEXUS_PHONE_REGION``).
+    """
 
     name = "rules"
 
+    def __init__(
+        self,
+        max_chars: int = DEFAULT_MAX_EXTRACT_CHARS,
+        phone_region: str = DEFAULT_PHONE_REGION,
+    ) -> None:
+        self.max_chars = max_chars
+        self.phone_region = phone_region
+
     def extract(self, messages: Messages) -> ExtractionResult:
-        names: list[tuple[int, int, int, str]] = []
+        messages = newest(messages, self.max_chars)
+        best: tuple[int, int, int, str] | None = None
         emails: list[str] = []
         phones: list[_Phone] = []
         preference: str | None = None
@@ -626,8 +829,9 @@ class RulesExtractor:
                 asked = bool(_NAME_QUESTION.search(folded))
                 continue
             text, folded = _mask_injected(text, folded)
-            prior = max(names)[3] if names else None
-            names += [(s, index, pos, n) for s, pos, n in _names(text, folded, asked, prior)]
+            prior = best[3] if best else None
+            found = [(s, index, pos, n) for s, pos, n in _names(text, folded, asked, prior)]
+            best = max([*found, best] if best else found, default=None)
             emails += _emails(text, folded)
             preference = _phones(text, folded, phones) or preference
             texts.append(text)
@@ -636,16 +840,16 @@ class RulesExtractor:
 
         visitor = "\n".join(folds)
         raw = {
-            "nombre": max(names)[3] if names else None,
-            "email": _last(normalise_email(e) for e in emails),
-            "telefono": _phone_choice(phones, preference),
+            "nombre": best[3] if best else None,
+            "email": _last_email(emails),
+            "telefono": _phone_choice(phones, preference, self.phone_region),
             "ocupacion": _occupation("\n".join(texts), visitor),
-            "objeciones": [o for o, rx in _OBJECTIONS.items() if rx.search(visitor)],
+            "objeciones": _objections(visitor),
             "arquetipo": _archetype(visitor),
         }
-        rejected = bool(_REJECTION.search(visitor))
+        rejected = _rejected(visitor)
         raw["rechazo"] = rejected
-        prospect = normalise(raw)
+        prospect = normalise(raw, phone_region=self.phone_region)
         interest = (
             2 * bool(prospect.nombre)
             + 3 * bool(prospect.telefono)
@@ -653,4 +857,7 @@ class RulesExtractor:
             + 2 * _intent(visitor)
             - 3 * rejected
         )
-        return ExtractionResult(normalise({**prospect.to_dict(), "nivel_interes": interest}))
+        result = normalise(
+            {**prospect.to_dict(), "nivel_interes": interest}, phone_region=self.phone_region
+        )
+        return ExtractionResult(result)

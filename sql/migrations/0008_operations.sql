@@ -206,7 +206,8 @@ BEGIN
     END IF;
     UPDATE public.nexus_queue
        SET status = 'pending', version = version + 1, retry_count = 0, error_message = NULL,
-           processed_at = NULL, started_at = NULL, enqueued_at = now(), updated_at = now()
+           processed_at = NULL, started_at = NULL, enqueued_at = now(), updated_at = now(),
+           visitor_hash = NULL  -- an operator's retry extracts again, never reuses a result
      WHERE id = ANY (v_ids);
     DELETE FROM public.broker_dead_letters
      WHERE actor_name = 'process_nexus_message' AND args ->> 0 = ANY (v_ids::text[]);
@@ -254,7 +255,7 @@ BEGIN
     ), reopened AS (
         UPDATE public.nexus_queue q
            SET status = 'pending', retry_count = 0, error_message = NULL, processed_at = NULL,
-               started_at = NULL, updated_at = now()
+               started_at = NULL, updated_at = now(), visitor_hash = NULL
           FROM gone r
          WHERE r.actor_name = 'process_nexus_message'
            AND jsonb_typeof(r.args) = 'array' AND jsonb_array_length(r.args) >= 2

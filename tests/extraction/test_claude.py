@@ -1,5 +1,6 @@
 """The Claude extractor through the real anthropic SDK against a local stub of the API."""
 
+import re
 import socket
 import threading
 
@@ -306,12 +307,16 @@ def test_client_errors_are_permanent(claude_api, status, kind):
 # -- the conversation as sent --------------------------------------------------------------
 
 
-def test_long_conversations_keep_the_newest_messages_within_budget():
+def test_long_conversations_keep_the_newest_characters_within_budget():
+    # Given 100 messages of 101 characters, when rendered with a budget of 1,000 characters
     messages = [{"role": "user", "content": f"mensaje {i} " + "x" * 90} for i in range(100)]
     text = render(messages, budget=1_000)
-    assert len(text) < 1_200
-    assert "mensaje 99 " in text and "mensaje 0 " not in text
-    assert "mensajes anteriores omitidos" in text
+    # Then the conversation characters sent (one more per message) fit the budget,
+    quoted = re.findall(r': "(x*|mensaje .*)"$', text, re.M)
+    assert 990 <= sum(len(q) + 1 for q in quoted) <= 1_000
+    # the newest nine are whole and the tenth keeps its end, marked as cut
+    assert "mensaje 99 " in text and "mensaje 91 " in text and "mensaje 90 " not in text
+    assert "(90 mensajes anteriores omitidos)" in text and "visitante (final)" in text
 
 
 def test_a_single_huge_message_keeps_its_end():

@@ -121,6 +121,10 @@ def test_momento_in_the_input_is_ignored():
         ("a@b", None),
         ("a..b@c.com", None),
         ("no es un correo", None),
+        ("ana@localhost", None),
+        ("ana@pruebas.test", None),
+        ("ana@-gmail.com", None),
+        ("Ñandú.Pérez@Correo.es", "ñandú.pérez@correo.es"),
         (42, None),
     ],
 )
@@ -133,7 +137,13 @@ def test_email(value, expected):
     [
         ("+51 987 654 321", "+51987654321"),
         ("0034 612-345-678", "+34612345678"),
-        ("(809) 555-1234", "8095551234"),
+        ("311 456 7890", "+573114567890"),  # Colombian mobile, the default region
+        ("(601) 234 5678", "+576012345678"),  # Bogotá landline
+        ("0057 311 456 7890", "+573114567890"),
+        ("+57 311 456 7890", "+573114567890"),
+        ("+999 1234567", None),  # no such country code
+        ("+57 123 4567", None),  # not a Colombian number
+        ("(809) 555-1234", "8095551234"),  # not valid in CO: kept national, not guessed
         ("123", None),
         ("1234567890123456", None),
         ("call me", None),
@@ -143,6 +153,13 @@ def test_email(value, expected):
 )
 def test_phone(value, expected):
     assert normalise_phone(value) == expected
+
+
+def test_phone_region_reads_national_numbers():
+    assert normalise_phone("55 1234 5678", "MX") == "+525512345678"
+    assert normalise_phone("55 1234 5678", "CO") == "5512345678"
+    assert normalise_phone("+57 311 456 7890", "MX") == "+573114567890"
+    assert normalise({"telefono": "987 654 321"}, phone_region="PE").telefono == "+51987654321"
 
 
 @pytest.mark.parametrize(

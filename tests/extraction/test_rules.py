@@ -1,7 +1,5 @@
 """The offline rules extractor: names, contacts, rubric, archetypes and objections."""
 
-import time
-
 import pytest
 
 from nexus.extraction.rules import RulesExtractor, fold
@@ -366,7 +364,7 @@ def test_fold_keeps_positions():
     assert len(fold(text)) == len(text)
 
 
-def test_deterministic_and_fast():
+def test_deterministic():
     messages = (
         visitor(
             "Hola, soy María Fernanda López, tengo una tienda de ropa en Guadalajara",
@@ -375,11 +373,9 @@ def test_deterministic_and_fast():
         * 5
     )
     first = RULES.extract(messages)
-    start = time.perf_counter()
-    for _ in range(200):
+    for _ in range(20):
         assert RULES.extract(messages) == first
-    per_call = (time.perf_counter() - start) / 200
-    assert per_call < 0.005  # seconds; typically ~0.3 ms, the bound only catches regressions
+    # Speed is measured by make bench-extract and make eval, not asserted here.
 
 
 # Patterns added after looking at the blind2 failures (own sentences, not the set's).
@@ -469,11 +465,11 @@ def test_lower_case_replies_that_are_not_names(reply):
 @pytest.mark.parametrize(
     ("text", "phone"),
     [
-        ("mi numero es 311 555 2020, y el de mi esposa 311 555 3030", "3115552020"),
+        ("mi numero es 311 555 2020, y el de mi esposa 311 555 3030", "+573115552020"),
         ("te paso el numero de mi hermano 312 555 7777", None),
         ("mi cuñada quiere info, anota el de ella: 312 555 7777", None),
         ("su cel es 312 555 7777, es mi comadre", None),
-        ("el de mi esposo es 3125557777, no, mejor el mio 3125558888", "3125558888"),
+        ("el de mi esposo es 3125557777, no, mejor el mio 3125558888", "+573125558888"),
     ],
 )
 def test_someone_elses_phone_is_not_the_visitors(text, phone):
@@ -495,17 +491,17 @@ def test_contacts_inside_instructions_are_not_taken(text):
 
 
 def test_plain_contact_with_a_colon_is_still_taken():
-    assert extract("mi telefono: 312 555 9999").telefono == "3125559999"
+    assert extract("mi telefono: 312 555 9999").telefono == "+573125559999"
 
 
 @pytest.mark.parametrize(
     ("text", "phone"),
     [
-        ("el fijo 601 555 2222, cel 312 555 1111, mejor llamame al fijo", "6015552222"),
-        ("tengo 3125551111 y 3125552222, el que mas uso es el primero", "3125551111"),
-        ("apunta 3125551111 o el de la oficina 6015552222, mejor el whatsapp", "3125551111"),
-        ("3125551111 o 3125552222 pero ese ya no lo uso", "3125551111"),
-        ("3125551111 y 3125552222, el primero casi no lo contesto", "3125552222"),
+        ("el fijo 601 555 2222, cel 312 555 1111, mejor llamame al fijo", "+576015552222"),
+        ("tengo 3125551111 y 3125552222, el que mas uso es el primero", "+573125551111"),
+        ("apunta 3125551111 o el de la oficina 6015552222, mejor el whatsapp", "+573125551111"),
+        ("3125551111 o 3125552222 pero ese ya no lo uso", "+573125551111"),
+        ("3125551111 y 3125552222, el primero casi no lo contesto", "+573125552222"),
     ],
 )
 def test_preferred_phone_among_two(text, phone):
@@ -555,3 +551,120 @@ def test_rechazo_marks_an_explicit_rejection_only():
     assert rejected.prospect.rechazo is True
     assert greeting.prospect.rechazo is False
     assert greeting.prospect.nivel_interes == 0
+
+
+# Issue 10's classes of error, each with sentences written for these tests (not from the set).
+
+
+@pytest.mark.parametrize(
+    ("text", "objections"),
+    [
+        # A price objection is a worry about the cost; a neutral price question is not one.
+        ("¿cuánto vale la membresía?", ()),
+        ("y el precio del paquete?", ()),
+        ("¿hay que pagar algo al inicio?", ()),
+        ("¿no será muy caro para mí?", ("precio",)),
+        ("la cuota mensual me parece elevada", ("precio",)),
+        ("uy no, está muy caro", ("precio",)),
+        ("quisiera algo más barato, ando sin un peso", ("precio",)),
+    ],
+)
+def test_price_objection_is_a_worry_not_a_question(text, objections):
+    assert extract(text).objeciones == objections
+
+
+@pytest.mark.parametrize(
+    ("text", "objections"),
+    [
+        # Negated: the concern is denied.
+        ("no es caro para lo que trae", ()),
+        ("yo no desconfío, mi cuñada ya está adentro", ()),
+        ("ya sé que no es una pirámide", ()),
+        ("no creo que sea una estafa, los conozco", ()),
+        ("no me falta tiempo, estoy desempleado", ()),
+        # Conceded: the concern is named and set aside.
+        ("es algo caro pero vale la pena", ()),
+        ("no tengo mucho tiempo, pero me organizo", ()),
+        ("sé que suena a estafa y eso no me preocupa", ()),
+        # Still objections: a worried negative question, a plain statement.
+        ("¿no es una estafa?", ("confianza",)),
+        ("la verdad no tengo tiempo", ("tiempo",)),
+    ],
+)
+def test_negated_or_conceded_objections_are_not_objections(text, objections):
+    assert extract(text).objeciones == objections
+
+
+@pytest.mark.parametrize(
+    ("text", "rechazo"),
+    [
+        ("si es multinivel no me interesa", False),
+        ("si hay que vender a los amigos, no me interesa", False),
+        ("no me interesa si tengo que reclutar", False),
+        ("en caso de que haya que pagar, no me interesa", False),
+        ("sí, no me interesa, gracias", True),
+        ("lo pensé bien. no me interesa", True),
+    ],
+)
+def test_a_conditional_rejection_is_not_a_rejection(text, rechazo):
+    prospect = extract(text)
+    assert prospect.rechazo is rechazo
+    assert prospect.nivel_interes == (0 if rechazo else prospect.nivel_interes)
+
+
+def test_a_conditional_rejection_costs_no_interest():
+    assert extract("me llamo Iris Paz. si es piramide no me interesa").nivel_interes == 2
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "¿Con quién hablo?",
+        "¿Cómo te digo?",
+        "¿A nombre de quién registro la consulta?",
+        "¿Cuál es su gracia?",
+        "¿De parte de quién?",
+    ],
+)
+def test_other_name_questions(question):
+    messages = [{"role": "assistant", "content": question}, *visitor("Maribel Ochoa")]
+    assert RULES.extract(messages).prospect.nombre == "Maribel Ochoa"
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("soy la Pili, de Valparaíso", "Pili"),
+        ("buenas, soy el profe Ramiro Díaz", "Ramiro Díaz"),
+    ],
+)
+def test_article_or_informal_title_before_a_name(text, name):
+    assert extract(text).nombre == name
+
+
+@pytest.mark.parametrize(("reply", "name"), [("yeferson", "Yeferson"), ("depende", None)])
+def test_a_one_word_lower_case_reply_to_a_name_question(reply, name):
+    assert after_name_question(reply).nombre == name
+
+
+@pytest.mark.parametrize(
+    ("text", "arquetipo"),
+    [
+        ("manejo didi por las noches", "independiente_freelancer"),
+        ("soy repartidor de rappi en bici", "independiente_freelancer"),
+        ("trabajo de recepcionista en una clínica", "profesional_vision"),
+        ("estoy estudiando contabilidad en el instituto", "joven_ambicion"),
+        ("me dedico al hogar desde que me casé", "lider_hogar"),
+        ("soy de la junta de vecinos del sector", "lider_comunidad"),
+    ],
+)
+def test_occupations_outside_the_old_lexicon(text, arquetipo):
+    assert extract(text).arquetipo == arquetipo
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["¿cómo me inscribo?", "listo, ¿dónde firmo?", "dale, me anoto", "¿qué necesito para empezar?"],
+)
+def test_intents_outside_the_old_lexicon(text):
+    assert extract(text).nivel_interes == 2
