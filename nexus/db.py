@@ -279,6 +279,10 @@ class VersionState:
     due_in_ms: float | None
     #: Milliseconds since the version arrived (database clock).
     age_ms: float
+    #: Milliseconds since the row's latest extraction started (any version); None: never.
+    since_extraction_ms: float | None = None
+    #: The version arrived before an earlier deferred version of the row was due.
+    before_previous_due: bool = False
 
 
 def version_state(engine: Engine, queue_id: str, version: int) -> VersionState | None:
@@ -298,15 +302,28 @@ def version_state(engine: Engine, queue_id: str, version: int) -> VersionState |
         deferred=bool(row.deferred),
         due_in_ms=None if row.due_in_ms is None else float(row.due_in_ms),
         age_ms=float(row.age_ms),
+        since_extraction_ms=(
+            None if row.since_extraction_ms is None else float(row.since_extraction_ms)
+        ),
+        before_previous_due=bool(row.before_previous_due),
     )
 
 
 def defer_version(
-    engine: Engine, queue_id: str, version: int, debounce_ms: int, signals: dict | None
+    engine: Engine,
+    queue_id: str,
+    version: int,
+    debounce_ms: int,
+    signals: dict | None,
+    provisional: bool = False,
 ) -> int | None:
     """Hold the version until ``debounce_ms`` after it arrived: its message is sent again,
     delayed until then, in the same transaction.  Returns the delay (ms), or None when the
-    version was deferred already, or is no longer pending."""
+    version was deferred already, or is no longer pending.
+
+    ``provisional``: ``signals`` carry identity values (nombre, email, telefono) that are new,
+    so the same transaction recomputes the row's prospect with them (the provisional merge of
+    sql/migrations/0011: no ledger row; the version's extraction supersedes them)."""
     with translate_errors(), engine.begin() as conn:
         row = conn.execute(
             q("defer_version"),
@@ -317,6 +334,8 @@ def defer_version(
                 "signals": None if signals is None else json.dumps(signals),
             },
         ).first()
+        if row is not None and provisional and row.fingerprint:
+            conn.execute(q("recompute_prospect"), {"fingerprint": row.fingerprint})
     return None if row is None else int(row.delay_ms)
 
 

@@ -8,8 +8,17 @@ once it goes quiet.
 
 Except: a version in which the offline rules find something new that sales acts on -- a name,
 an email, a phone, an explicit intent or an explicit rejection that the previous version's
-rules result did not have -- is due at once.  Visitors type every 5-30 s, so a short window
-alone saves little, and a long one must not delay a phone number.
+rules result did not have -- is due at once, if no extraction of the row started within the
+window, nor since the chat last went quiet (a version arriving while an earlier one still
+waits for quiet is inside the same window): at most one at-once paid call per quiet window.
+Visitors type every 5-30 s, so a short window alone saves little, and a name, an intent and
+a phone in three turns a minute apart would otherwise cost three calls (on a replay of
+realistic chats a window counted from the last call alone still gave 2.6 calls per
+conversation).  A later urgent version is deferred like a quiet one, but a phone must not
+wait for the quiet: the identity values its rules found (:func:`new_identity`: a name, an
+email, a phone) are merged into the prospect provisionally, at once and free, in the defer
+transaction (``nexus_recompute_prospect``, sql/migrations/0011), until the extraction of that
+version or a newer one supersedes them.
 
 The rules extractor is cheap (well under a millisecond per conversation), so the worker runs
 it on every version it has to decide about; :func:`signals` keeps what the decision needs.
@@ -47,11 +56,17 @@ def signals(result: Mapping) -> dict:
     }
 
 
+def new_identity(new: Mapping, previous: Mapping | None) -> bool:
+    """True when ``new`` (signals of this version) has a contact field -- a name, an email, a
+    phone -- that ``previous`` (None: nothing known) did not have, or had another value of."""
+    previous = previous or {}
+    return any(new.get(name) and new.get(name) != previous.get(name) for name in CONTACT_FIELDS)
+
+
 def urgent(new: Mapping, previous: Mapping | None) -> bool:
     """True when ``new`` (signals of this version) has something ``previous`` (signals of the
     previous version, or of the stored result; None: nothing known) did not."""
+    if new_identity(new, previous):
+        return True
     previous = previous or {}
-    for name in CONTACT_FIELDS:
-        if new.get(name) and new.get(name) != previous.get(name):
-            return True
     return any(new.get(flag) and not previous.get(flag) for flag in ("intent", "rechazo"))

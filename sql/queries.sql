@@ -46,26 +46,33 @@ SELECT q.status, q.messages, q.fingerprint, q.result, q.signals, q.retry_count,
            AND q.visitor_hash = public.nexus_visitor_hash(q.messages) AS unchanged,
        q.deferred_version IS NOT DISTINCT FROM q.version AS deferred,
        extract(epoch FROM q.due_at - clock_timestamp()) * 1000 AS due_in_ms,
-       extract(epoch FROM clock_timestamp() - q.enqueued_at) * 1000 AS age_ms
+       extract(epoch FROM clock_timestamp() - q.enqueued_at) * 1000 AS age_ms,
+       extract(epoch FROM clock_timestamp() - q.extraction_started_at) * 1000
+           AS since_extraction_ms,
+       -- The version arrived while an earlier deferred version was still waiting for quiet
+       -- (due_at is that version's until this one is deferred): the chat has not gone quiet.
+       coalesce(q.enqueued_at < q.due_at, false) AS before_previous_due
   FROM public.nexus_queue q
  WHERE q.id = CAST(:queue_id AS uuid) AND q.version = :version
    AND q.status IN ('pending', 'processing');
 
 -- name: defer_version
 -- Hold this version until the conversation has been quiet for :debounce_ms: record the due
--- time and send the version's message again, delayed until then -- once per version (a
--- second delivery finds it deferred already).  Returns the delay, or no row.
+-- time and the version's signals, and send the version's message again, delayed until then
+-- -- once per version (a second delivery finds it deferred already).  Returns the delay and
+-- the row's fingerprint, or no row.
 WITH deferred AS (
     UPDATE public.nexus_queue
        SET deferred_version = version,
            due_at = enqueued_at + :debounce_ms * interval '1 millisecond',
-           signals = CAST(:signals AS jsonb)
+           signals = CAST(:signals AS jsonb), signals_version = version,
+           signals_at = clock_timestamp()
      WHERE id = CAST(:queue_id AS uuid) AND version = :version AND status = 'pending'
        AND deferred_version IS DISTINCT FROM version
-    RETURNING id, version,
+    RETURNING id, version, fingerprint,
               greatest(0, ceil(extract(epoch FROM due_at - clock_timestamp()) * 1000))::bigint
                   AS delay_ms)
-SELECT delay_ms,
+SELECT delay_ms, fingerprint,
        public.broker_enqueue('nexus', 'process_nexus_message',
                              jsonb_build_array(id::text, version), '{}'::jsonb, '{}'::jsonb,
                              delay_ms) AS message_id
@@ -76,9 +83,16 @@ SELECT delay_ms,
 -- redelivered after its worker died must still be processed.  Anything else (completed,
 -- failed, or a newer version) makes the delivery a no-op.  :signals (the offline rules'
 -- findings, when the debounce computed them) are kept for the next version to compare with.
+-- extraction_started_at opens the quiet window in which no other urgent version is extracted
+-- at once.
 UPDATE public.nexus_queue
    SET status = 'processing', started_at = now(), updated_at = now(),
-       signals = coalesce(CAST(:signals AS jsonb), signals)
+       extraction_started_at = clock_timestamp(),
+       signals = coalesce(CAST(:signals AS jsonb), signals),
+       signals_version = CASE WHEN CAST(:signals AS jsonb) IS NULL THEN signals_version
+                              ELSE version END,
+       signals_at = CASE WHEN CAST(:signals AS jsonb) IS NULL THEN signals_at
+                         ELSE clock_timestamp() END
  WHERE id = CAST(:queue_id AS uuid) AND version = :version
    AND status IN ('pending', 'processing')
 RETURNING messages, fingerprint;
@@ -122,6 +136,11 @@ SELECT fingerprint_id
  WHERE queue_id = CAST(:queue_id AS uuid)
  ORDER BY version DESC
  LIMIT 1;
+
+-- name: recompute_prospect
+-- The provisional merge: the prospect recomputed from the ledger and the open rows' signals
+-- (sql/migrations/0011), without a ledger row.
+SELECT public.nexus_recompute_prospect(:fingerprint) AS outcome;
 
 -- name: merge_version
 -- Record the version in the merge ledger and recompute the prospect (sql/migrations/0007).

@@ -60,3 +60,13 @@ def test_a_changed_phone_is_urgent_and_nothing_known_makes_any_finding_urgent():
 def test_intent_is_read_next_to_contact_points():
     assert signals_of("me llamo Ana, mi correo es ana@correo.com", "quiero empezar")["intent"]
     assert not signals_of("me llamo Ana, mi correo es ana@correo.com")["intent"]
+
+
+def test_new_identity_is_a_new_or_changed_contact_field_only():
+    before = signals_of("hola, me llamo Ana")
+    assert debounce.new_identity(
+        signals_of("hola, me llamo Ana", "mi número es 3001234567"), before
+    )
+    assert not debounce.new_identity(signals_of("hola, me llamo Ana", "quiero empezar"), before)
+    assert not debounce.new_identity(signals_of("hola, me llamo Ana"), before)
+    assert debounce.new_identity(signals_of("hola, me llamo Ana"), None)

@@ -552,6 +552,99 @@ def test_a_phone_shows_at_once_even_when_the_reply_supersedes_its_version(engine
     assert fetch(engine, "SELECT count(*) FROM prospect_merges")[0] == 1
 
 
+NAME_TURN = [{"role": "user", "content": "hola, me llamo Ana"}]
+INTENT_TURN = NAME_TURN + [
+    {"role": "assistant", "content": "¡Hola Ana! ¿Qué te trae por aquí?"},
+    {"role": "user", "content": "quiero empezar"},
+]
+PHONE_TURN = INTENT_TURN + [
+    {"role": "assistant", "content": "¡Genial! ¿Me dejas tu número?"},
+    {"role": "user", "content": "mi número es +57 300 123 4567"},
+]
+
+
+def ledger_rows(engine) -> int:
+    return fetch(engine, "SELECT count(*) FROM prospect_merges")[0]
+
+
+def test_urgent_turns_inside_one_window_cost_one_at_once_call_and_one_final(
+    engine, workers, claude
+):
+    answers = iter(
+        [
+            good(nombre="Ana", nivel_interes=2),
+            good(nombre="Ana Ruiz", nivel_interes=8, telefono="+573001234567"),
+        ]
+    )
+    claude.script(lambda n, body: next(answers))
+    first = enqueue(engine, "three-urgent", messages=NAME_TURN)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    # The first urgent turn (a name) is extracted at once.
+    wait_status(engine, first.queue_id, "completed", version=1)
+    assert claude.count == 1 and deferred_version(engine, first.queue_id) is None
+
+    # Intent, then a phone, each urgent, each inside the window opened by that call: deferred.
+    enqueue(engine, "three-urgent", messages=INTENT_TURN)
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 2, "v2 to be deferred")
+    # Even once that call is older than the window, the chat has not gone quiet since (v2
+    # still waits): the window lasts while the chat goes on.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE nexus_queue SET extraction_started_at = now() - interval '1 hour'"
+                " WHERE id = CAST(:id AS uuid)"
+            ),
+            {"id": first.queue_id},
+        )
+    enqueue(engine, "three-urgent", messages=PHONE_TURN)
+    wait_for(lambda: deferred_version(engine, first.queue_id) == 3, "v3 to be deferred")
+
+    # The phone the rules found is in prospect_data before the final call, without a ledger row.
+    phone_sql = "SELECT count(*) FROM prospect_data WHERE telefono = '+573001234567'"
+    wait_for(lambda: fetch(engine, phone_sql)[0] == 1, "the provisional phone in prospect_data")
+    assert claude.count == 1 and ledger_rows(engine) == 1
+    assert queue_row(engine, first.queue_id).status == "pending"
+
+    fast_forward(engine)
+    row = wait_status(engine, first.queue_id, "completed", version=3)
+    assert claude.count == 2, "one at-once call and one final call"
+    assert "+57 300 123 4567" in json.dumps(claude.requests[1], ensure_ascii=False)
+    assert row.result["nombre"] == "Ana Ruiz" and ledger_rows(engine) == 2
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    # The extraction's values replace the rules' provisional ones ("Ana").
+    assert (prospect.nombre, prospect.telefono) == ("Ana Ruiz", "+573001234567")
+    assert (float(prospect.nivel_interes), prospect.momento_optimo) == (8, "caliente")
+
+    # The chat went quiet (the final call ran); a new urgent turn after the window is at once.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE nexus_queue SET extraction_started_at = now() - interval '1 hour',"
+                " due_at = now() - interval '1 hour' WHERE id = CAST(:id AS uuid)"
+            ),
+            {"id": first.queue_id},
+        )
+    email = PHONE_TURN + [
+        {"role": "assistant", "content": "¡Gracias!"},
+        {"role": "user", "content": "y mi correo es ana@correo.com"},
+    ]
+    claude.script(lambda n, body: good(nombre="Ana Ruiz", email="ana@correo.com"))
+    enqueue(engine, "three-urgent", messages=email)
+    wait_status(engine, first.queue_id, "completed", version=4)
+    assert claude.count == 3 and deferred_version(engine, first.queue_id) == 3
+
+
+def test_the_first_version_with_a_phone_is_extracted_at_once(engine, workers, claude):
+    claude.script(lambda n, body: good(nombre="Ana", telefono="+573001234567"))
+    first = enqueue(engine, "phone-first", messages=PHONE_TURN)
+    workers.start(**claude_env(claude, **LONG_DEBOUNCE))
+    row = wait_status(engine, first.queue_id, "completed", version=1)
+    assert claude.count == 1 and row.deferred_version is None
+    assert row.extraction_started_at is not None
+    prospect = fetch(engine, "SELECT * FROM prospect_data WHERE fingerprint_id = 'fp-1'")
+    assert prospect.telefono == "+573001234567"
+
+
 def test_another_delivery_of_a_deferred_version_is_a_no_op(engine, workers, claude):
     first = enqueue(engine, "deferred-dup", messages=GREETING)
     workers.start(**claude_env(claude, **LONG_DEBOUNCE))

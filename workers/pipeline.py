@@ -8,13 +8,17 @@ Every version gets exactly one message, at once, from the dispatch trigger (sql/
    the chat with the assistant's reply only): it completes with that result without
    extracting (and without a merge, unless it carries a new fingerprint).
 2. Debounce (``NEXUS_DEBOUNCE_MS``, see :mod:`nexus.debounce`): a version still inside its
-   quiet window whose offline rules find nothing urgent is deferred -- in one transaction the
-   row records its due time and the version's message is sent again, delayed until then; this
-   delivery then ends normally, so no failed attempt is counted.  A newer version arriving
-   meanwhile supersedes it (step 0 when the delayed message comes).  Another delivery of a
-   deferred version before its due time is a no-op.  A retry (after a failed attempt) is due
-   at once.  The delay lives in the broker table, not in worker memory, so it survives
-   restarts; the sweeper re-dispatches a deferred row whose message was lost.
+   quiet window is deferred when its offline rules find nothing urgent, or when an extraction
+   of the row started within the window already (at most one at-once paid call per window) --
+   in one transaction the row records its due time and signals, the version's message is sent
+   again, delayed until then, and new identity values the rules found (name, email, phone)
+   reach prospect_data at once (the provisional merge: no ledger row; the extraction
+   supersedes them); this delivery then ends normally, so no failed attempt is counted.  A
+   newer version arriving meanwhile supersedes it (step 0 when the delayed message comes).
+   Another delivery of a deferred version before its due time is a no-op.  A retry (after a
+   failed attempt) is due at once.  The delay lives in the broker table, not in worker
+   memory, so it survives restarts; the sweeper re-dispatches a deferred row whose message
+   was lost.
 3. Claim the version and commit ``processing`` (operators see what is in flight).
 4. Extract outside any transaction.
 5. In one transaction, fenced by version: mark ``completed`` and merge the prospect through
@@ -104,8 +108,17 @@ def process_nexus_message(queue_id: str, version: int) -> None:
         previous = state.signals
         if previous is None and state.result is not None:
             previous = debounce.signals(state.result)
-        if _inside_quiet_window(state) and not debounce.urgent(signals, previous):
-            delay = db.defer_version(engine, queue_id, version, settings().debounce_ms, signals)
+        if _inside_quiet_window(state) and (
+            not debounce.urgent(signals, previous) or _extracted_lately(state)
+        ):
+            delay = db.defer_version(
+                engine,
+                queue_id,
+                version,
+                settings().debounce_ms,
+                signals,
+                provisional=debounce.new_identity(signals, previous),
+            )
             log.info("queue row %s v%s waits %s ms for quiet", queue_id, version, delay)
             return
     elif state.deferred and state.status == "pending" and (state.due_in_ms or 0) > 0:
@@ -158,3 +171,13 @@ def process_nexus_message(queue_id: str, version: int) -> None:
 def _inside_quiet_window(state: db.VersionState) -> bool:
     """A first attempt (a retry is due at once) younger than the debounce window."""
     return state.retry_count == 0 and state.age_ms < settings().debounce_ms
+
+
+def _extracted_lately(state: db.VersionState) -> bool:
+    """An extraction of the row (any version) started within the debounce window, or since the
+    chat last went quiet (this version arrived while an earlier one still waited for quiet):
+    at most one urgent version per quiet window is extracted at once."""
+    since = state.since_extraction_ms
+    if since is None:
+        return False
+    return since < settings().debounce_ms or state.before_previous_due

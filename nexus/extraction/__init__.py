@@ -74,7 +74,7 @@ def _extractor(
 
         tokens_today = partial(db.tokens_today, engine)
     return FallbackExtractor(
-        ClaudeExtractor(api_key, model, budget=max_chars),
+        ClaudeExtractor(api_key, model, budget=max_chars, phone_region=phone_region),
         rules if fallback == "rules" else None,
         daily_token_budget=budget,
         tokens_today=tokens_today,

@@ -71,7 +71,7 @@ from ..db import TOKEN_KINDS
 from ..errors import PermanentExtractionError, RetryableExtractionError
 from .base import ExtractionResult, Messages, newest
 from .prompt import OUTPUT_FORMAT, SYSTEM_PROMPT
-from .prospect import Prospect, normalise
+from .prospect import DEFAULT_PHONE_REGION, Prospect, normalise
 
 DEFAULT_TIMEOUT = 60.0  #: seconds per HTTP attempt (connect + read); thinking models are slower
 SDK_MAX_RETRIES = 1  #: quick retries made inside the SDK per queue attempt
@@ -217,7 +217,7 @@ def _answer_text(response) -> str:
     return "".join(b.text for b in response.content if b.type == "text")
 
 
-def _parse(response) -> Prospect:
+def _parse(response, phone_region: str = DEFAULT_PHONE_REGION) -> Prospect:
     text = _answer_text(response).strip()
     try:
         data = json.loads(text)
@@ -228,7 +228,7 @@ def _parse(response) -> Prospect:
     interest = data.get("nivel_interes")
     if isinstance(interest, bool) or not isinstance(interest, int | float):
         raise _InvalidAnswer("nivel_interes is missing or not a number")
-    return normalise(data)
+    return normalise(data, phone_region=phone_region)
 
 
 def _status_reason(status: int) -> str:
@@ -298,10 +298,12 @@ class ClaudeExtractor:
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = SDK_MAX_RETRIES,
         budget: int = CONVERSATION_BUDGET,
+        phone_region: str = DEFAULT_PHONE_REGION,
     ):
         self.model = model
         self.profile = profile_for(model)
         self.budget = budget
+        self.phone_region = phone_region
         self.client = anthropic.Anthropic(
             api_key=api_key,
             timeout=timeout,
@@ -349,7 +351,7 @@ class ClaudeExtractor:
                 error.usage = total_usage(self.model, calls)
                 raise error
             try:
-                prospect = _parse(response)
+                prospect = _parse(response, self.phone_region)
             except _InvalidAnswer as exc:
                 calls.append(_call(model, "invalid", response.usage))
                 problem = exc

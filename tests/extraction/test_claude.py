@@ -335,3 +335,11 @@ def test_retry_after_parsing():
     assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert retry_after({"retry-after": "soon"}) is None
     assert retry_after({}) is None
+
+
+def test_a_national_phone_is_read_in_the_configured_region(claude_api):
+    # Given an answer with a number typed without its country code
+    claude_api.script(lambda n, body: answer_response({**GOOD_INPUT, "telefono": "55 1234 5678"}))
+    # When extracted for Mexico, Then it is stored in E.164 with Mexico's code
+    mexico = extractor(phone_region="MX")
+    assert mexico.extract(SEED).prospect.telefono == "+525512345678"
