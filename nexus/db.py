@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
+from . import connection
+from .connection import RUNTIME, Bounds
 from .errors import DatabaseError, DatabaseUnavailable, IntegrityError
 
 
@@ -34,10 +36,12 @@ def _sql_dir() -> Path:
 
 #: Where the SQL files live: queries.sql, broker.sql, migrations/.
 SQL_DIR = _sql_dir()
-#: Seconds libpq may take to open a connection (libpq's own default is to wait forever).
-CONNECT_TIMEOUT = 2
+#: Seconds libpq may take to open a connection (see :mod:`nexus.connection`).
+CONNECT_TIMEOUT = connection.CONNECT_TIMEOUT
 #: Seconds to wait for a pooled connection; well under gunicorn's 30 s worker timeout.
 POOL_TIMEOUT = 2.0
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
@@ -64,8 +68,9 @@ def with_database(url: str | URL, database: str) -> str:
 
 
 def execute_autocommit(url: str | URL, statement: str) -> None:
-    """Run one statement outside a transaction (``CREATE DATABASE``, ``DROP DATABASE``)."""
-    conn = psycopg2.connect(libpq_url(url), connect_timeout=CONNECT_TIMEOUT * 3)
+    """Run one statement outside a transaction (``CREATE DATABASE``, ``DROP DATABASE``), with
+    the migrations' longer statement and lock timeouts (copying a template takes a while)."""
+    conn = connection.connect(libpq_url(url), "nexus-admin", connection.MIGRATION)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
@@ -80,20 +85,21 @@ def make_engine(
     application_name: str = "nexus",
     pool_size: int = 5,
     max_overflow: int = 5,
+    role: str | None = None,
+    bounds: Bounds = RUNTIME,
     **kwargs,
 ) -> Engine:
-    """An engine with bounded waits: connect and pool timeouts of about 2 s, pre-ping, and
-    TCP keepalives so a vanished server is noticed."""
-    connect_args = {
-        "connect_timeout": CONNECT_TIMEOUT,
-        "application_name": application_name,
-        "keepalives": 1,
-        "keepalives_idle": 10,
-        "keepalives_interval": 5,
-        "keepalives_count": 3,
-    }
+    """An engine whose every wait is bounded (:mod:`nexus.connection`): connect, statement,
+    lock, idle-in-transaction, TCP and client-side deadlines; a pool timeout of 2 s and a
+    pre-ping that is itself bounded.
+
+    ``role``: every new connection runs ``SET ROLE role`` when the login user may (is a
+    member), so the process has that role's privileges only, whatever ``DATABASE_URL`` logs
+    in as -- once per connection, not per request.
+    """
+    connect_args = connection.connect_args(application_name, bounds)
     connect_args.update(kwargs.pop("connect_args", {}))
-    return sa.create_engine(
+    engine = sa.create_engine(
         sqlalchemy_url(url),
         # Error messages and tracebacks end up in logs and dead letters: keep the
         # parameters (conversations, names, phones) out of them.
@@ -105,6 +111,28 @@ def make_engine(
         connect_args=connect_args,
         **kwargs,
     )
+    if role is not None:
+        sa.event.listen(engine, "connect", _assume_role(role))
+    return engine
+
+
+def _assume_role(role: str):
+    # The raw driver's cursor takes pyformat parameters.
+    statement = re.sub(r"(?<!:):(\w+)", r"%(\1)s", queries_text()["assume_role"])
+
+    def on_connect(dbapi_conn, _record) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(statement, {"role": role})
+            assumed = cur.fetchone()[0]
+        dbapi_conn.commit()  # SET ROLE inside a transaction rolled back would be undone
+        if not assumed:
+            log.warning(
+                "The database user may not SET ROLE %s: this process runs with the login "
+                "user's own privileges (see README, Roles).",
+                role,
+            )
+
+    return on_connect
 
 
 def parse_queries(text: str) -> dict[str, str]:
@@ -114,11 +142,13 @@ def parse_queries(text: str) -> dict[str, str]:
 
 
 @cache
+def queries_text() -> dict[str, str]:
+    return parse_queries((SQL_DIR / "queries.sql").read_text())
+
+
+@cache
 def queries() -> dict[str, sa.TextClause]:
-    return {
-        name: sa.text(sql)
-        for name, sql in parse_queries((SQL_DIR / "queries.sql").read_text()).items()
-    }
+    return {name: sa.text(sql) for name, sql in queries_text().items()}
 
 
 def q(name: str) -> sa.TextClause:
@@ -197,29 +227,39 @@ def enqueue(
 
 
 def ping(engine: Engine) -> None:
+    """The health check (``nexus_health()``, callable by nexus_web)."""
     with translate_errors(), engine.connect() as conn:
         conn.execute(q("ping"))
 
 
+def stats(engine: Engine) -> dict:
+    """Queue and broker statistics in one round trip (``nexus_stats()``, callable by
+    nexus_web): ``{"by_status": {status: {"count", "avg_processing_time_sec"}},
+    "oldest_pending_age_sec", "broker": {"ready", "delayed", "claimed", "backlog",
+    "dead_letters", "queues": {...}}}`` (seconds)."""
+    with translate_errors(), engine.connect() as conn:
+        found = conn.execute(q("stats")).scalar_one()
+    return {
+        "by_status": {
+            status: {
+                "count": values["count"],
+                "avg_processing_time_sec": _float(values["avg_processing_time_sec"]),
+            }
+            for status, values in found["by_status"].items()
+        },
+        "oldest_pending_age_sec": _float(found["oldest_pending_age_sec"]),
+        "broker": found["broker"],
+    }
+
+
 def queue_stats(engine: Engine) -> dict:
     """The seed's monitoring query plus the age of the oldest pending row (seconds)."""
-    with translate_errors(), engine.connect() as conn:
-        rows = conn.execute(q("stats_by_status")).all()
-        oldest = conn.execute(q("oldest_pending_age")).scalar()
-    by_status = {
-        status: {"count": 0, "avg_processing_time_sec": None}
-        for status in ("pending", "processing", "completed", "failed")
-    }
-    for row in rows:
-        avg = row.avg_processing_time_sec
-        by_status[row.status] = {
-            "count": row.count,
-            "avg_processing_time_sec": None if avg is None else round(float(avg), 3),
-        }
-    return {
-        "by_status": by_status,
-        "oldest_pending_age_sec": None if oldest is None else round(float(oldest), 3),
-    }
+    found = stats(engine)
+    return {k: found[k] for k in ("by_status", "oldest_pending_age_sec")}
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)

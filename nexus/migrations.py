@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg2
 
+from . import connection
 from .db import SQL_DIR, libpq_url
 from .errors import DatabaseUnavailable, MigrationError
 
@@ -20,6 +21,15 @@ MIGRATIONS_DIR = SQL_DIR / "migrations"
 LOCK_KEY = 0x6E657875  # "nexu"
 
 _RECORD = "INSERT INTO public.nexus_schema_migrations (version, name) VALUES (%s, %s)"
+#: The privilege post-step (migration 0006), run inside every migration's transaction once it
+#: exists, and at the end of every upgrade: no object a migration creates is ever committed
+#: with the grants a database's default privileges gave it (Supabase's anon, PUBLIC).
+_HARDEN = """
+DO $$ BEGIN
+    IF to_regprocedure('public.nexus_harden_privileges()') IS NOT NULL THEN
+        PERFORM public.nexus_harden_privileges();
+    END IF;
+END $$"""
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS public.nexus_schema_migrations (
     version     text PRIMARY KEY,
@@ -51,7 +61,8 @@ def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 def _connect(url: str):
     try:
-        conn = psycopg2.connect(libpq_url(url), connect_timeout=5, application_name="nexus-migrate")
+        # Bounded waits, with the longer statement and lock timeouts migrations need.
+        conn = connection.connect(libpq_url(url), "nexus-migrate", connection.MIGRATION)
     except psycopg2.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
         raise DatabaseUnavailable(f"cannot connect to the database: {first}") from exc
@@ -95,6 +106,7 @@ def upgrade(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                 try:
                     cur.execute("BEGIN")
                     cur.execute(migration.sql)
+                    cur.execute(_HARDEN)
                     cur.execute(_RECORD, (migration.version, migration.name))
                     cur.execute("COMMIT")
                 except psycopg2.Error as exc:
@@ -102,6 +114,7 @@ def upgrade(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                     detail = (exc.pgerror or str(exc)).strip().replace("\n", " ")
                     raise MigrationError(f"{migration.path.name}: {detail}") from exc
                 applied_now.append(migration)
+            cur.execute(_HARDEN)
             cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     except psycopg2.OperationalError as exc:
         raise DatabaseUnavailable(f"lost the database while migrating: {exc}") from exc

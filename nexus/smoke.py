@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extras
 
-from . import config, db, migrations
+from . import config, connection, db, migrations
 from .embedded import CHECKOUT, database
 
 SAMPLE = [
@@ -163,7 +163,7 @@ def main() -> int:
             accepted = stack.post(
                 {"messages": SAMPLE, "sessionId": session, "fingerprint": f"fp-{session}"}
             )
-            conn = psycopg2.connect(db.libpq_url(url))
+            conn = connection.connect(db.libpq_url(url), "nexus-smoke")
             conn.autocommit = True
             status = wait_completed(conn, accepted["queueId"])
             elapsed_ms = (time.perf_counter() - started) * 1000

@@ -14,10 +14,9 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, admin, config, db, metrics
-from .broker import PostgresBroker
 from .common import now
 from .embedded import resolve_url
-from .errors import DatabaseUnavailable
+from .errors import DatabaseError, DatabaseUnavailable
 from .validation import InvalidRequest, parse_json, validate_conversation
 
 log = logging.getLogger(__name__)
@@ -28,6 +27,8 @@ MAX_BODY_BYTES = 1024 * 1024
 RETRY_AFTER_S = 5
 ESTIMATE = "<2 seconds"
 TRANSPORT = "postgres-dramatiq"
+#: The database role the web process works as (migration 0004; grants in 0006).
+WEB_ROLE = "nexus_web"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -47,10 +48,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = app.config.get("SETTINGS") or config.load()
     app.config["SETTINGS"] = settings
     url = app.config.get("DATABASE_URL") or resolve_url(settings)
-    engine = db.make_engine(url, application_name="nexus-web", pool_size=4, max_overflow=4)
+    # The web runs as nexus_web: functions only (enqueue, health, stats), no table at all.
+    engine = db.make_engine(
+        url, application_name="nexus-web", pool_size=4, max_overflow=4, role=WEB_ROLE
+    )
     app.extensions["nexus_engine"] = engine
-    # Only for its stats: the web process never consumes, and dispatch is the SQL trigger's.
-    app.extensions["nexus_broker"] = PostgresBroker(engine=engine)
     if settings.allowed_origins:
         CORS(
             app,
@@ -117,6 +119,9 @@ def health() -> tuple[Response, int]:
     except DatabaseUnavailable as exc:
         log.warning("health check failed: %s", exc)
         return jsonify(status="unhealthy", error="database unavailable"), 503
+    except DatabaseError as exc:  # e.g. not migrated: nexus_health() missing or not granted
+        log.error("health check failed: %s", exc)
+        return jsonify(status="unhealthy", error="database not ready"), 503
     return jsonify(
         status="healthy",
         version=__version__,
@@ -127,13 +132,13 @@ def health() -> tuple[Response, int]:
 
 
 def stats() -> tuple[Response, int]:
-    queue = db.queue_stats(_engine())
-    broker = current_app.extensions["nexus_broker"].stats()
+    found = db.stats(_engine())
+    broker = found["broker"]
     return jsonify(
         timestamp=now().isoformat(),
         window="24 hours",
-        statuses=queue["by_status"],
-        oldestPendingAgeSec=queue["oldest_pending_age_sec"],
+        statuses=found["by_status"],
+        oldestPendingAgeSec=found["oldest_pending_age_sec"],
         broker=broker,
         deadLetters=broker["dead_letters"],
     ), 200

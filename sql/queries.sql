@@ -7,10 +7,23 @@ SELECT queue_id, queue_version, duplicate
                             CAST(:metadata AS jsonb));
 
 -- name: ping
-SELECT 1;
+-- The web's health check (nexus_health in 0006: runs as nexus_web, which reads no table).
+SELECT public.nexus_health();
+
+-- name: assume_role
+-- Run on every new connection of a process that works as one role (the web: nexus_web);
+-- a no-op, answering false, when the login user is not a member.
+SELECT CASE WHEN NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :role) THEN NULL
+            WHEN pg_has_role(session_user, :role, 'MEMBER')
+            THEN set_config('role', :role, false) END IS NOT NULL AS assumed;
+
+-- name: stats
+-- Queue and broker statistics in one round trip (nexus_stats in 0006).
+SELECT public.nexus_stats() AS stats;
 
 -- name: stats_by_status
--- The seed's monitoring query, timed from when the current version was enqueued.
+-- The seed's monitoring query, timed from when the current version was enqueued.  The web
+-- calls nexus_stats() instead (0006: the same figures, callable by nexus_web).
 SELECT status,
        count(*) AS count,
        avg(extract(epoch FROM (processed_at - enqueued_at))) AS avg_processing_time_sec

@@ -33,6 +33,25 @@ def make_app(db_url, **env):
     return create_app({"SETTINGS": config.load(env), "DATABASE_URL": db_url, "TESTING": True})
 
 
+_owners: dict[str, sa.Engine] = {}
+
+
+def owner_engine(app) -> sa.Engine:
+    """An engine with the login user's own privileges, to set up rows and dead letters (the
+    app's own engine runs as nexus_web: functions only)."""
+    url = app.config["DATABASE_URL"]
+    if url not in _owners:
+        _owners[url] = db.make_engine(url)
+    return _owners[url]
+
+
+@pytest.fixture(autouse=True)
+def _dispose_owner_engines():
+    yield
+    while _owners:
+        _owners.popitem()[1].dispose()
+
+
 @pytest.fixture
 def app(db_url):
     app = make_app(db_url, NEXUS_ADMIN_TOKEN=TOKEN)
@@ -180,7 +199,7 @@ def test_logout_ends_the_session(client):
 
 
 def test_retry_without_the_csrf_token_is_refused_and_writes_nothing(app, client):
-    engine = app.extensions["nexus_engine"]
+    engine = owner_engine(app)
     queue_id = enqueue(engine, "s-1")
     fail(engine, queue_id, "boom")
     csrf = login(client)
@@ -190,7 +209,7 @@ def test_retry_without_the_csrf_token_is_refused_and_writes_nothing(app, client)
 
 
 def test_retry_button_reopens_the_row_as_a_new_version(app, client):
-    engine = app.extensions["nexus_engine"]
+    engine = owner_engine(app)
     queue_id = enqueue(engine, "s-1")
     fail(engine, queue_id, "boom")
     csrf = login(client)
@@ -206,7 +225,7 @@ def test_retry_button_reopens_the_row_as_a_new_version(app, client):
 
 
 def test_bad_or_unknown_ids_are_clear_errors_that_write_nothing(app, client):
-    engine = app.extensions["nexus_engine"]
+    engine = owner_engine(app)
     queue_id = enqueue(engine, "s-1")  # pending, not failed: retrying it is refused
     resp = client.post("/admin/retry", data={"id": "not-a-uuid"}, headers=BEARER)
     assert resp.status_code == 400 and "not an id" in resp.get_json()["error"]
@@ -223,7 +242,7 @@ def test_bad_or_unknown_ids_are_clear_errors_that_write_nothing(app, client):
 
 
 def test_requeue_button_gives_a_dead_letter_back(app, client):
-    engine = app.extensions["nexus_engine"]
+    engine = owner_engine(app)
     queue_id = enqueue(engine, "s-1")
     # Given the row's message dead-lettered (as the broker does after the last attempt).
     sql(
@@ -254,7 +273,7 @@ def test_requeue_button_gives_a_dead_letter_back(app, client):
 
 
 def test_conversation_text_is_escaped_everywhere(app, client):
-    engine = app.extensions["nexus_engine"]
+    engine = owner_engine(app)
     evil = "<script>alert(1)</script>"
     queue_id = enqueue(engine, f"session {evil}", fingerprint=f"fp {evil}")
     fail(engine, queue_id, f"error {evil}")
@@ -271,7 +290,7 @@ def test_conversation_text_is_escaped_everywhere(app, client):
 
 
 def test_metrics_show_the_database_and_the_requests(app, client):
-    engine = app.extensions["nexus_engine"]
+    engine = owner_engine(app)
     ids = [enqueue(engine, f"s-{i}") for i in range(5)]
     fail(engine, ids[0], "boom")
     sql(engine, "SELECT update_queue_status(CAST(:id AS uuid), 'completed')", id=ids[1])
@@ -325,7 +344,7 @@ def test_extraction_metrics_are_recorded_by_kind_and_reason():
 
 
 def test_dashboard_counts_chart_and_percentiles(app, client):
-    engine = app.extensions["nexus_engine"]
+    engine = owner_engine(app)
     ids = [enqueue(engine, f"s-{i}") for i in range(4)]
     for queue_id in ids[:2]:
         sql(engine, "SELECT update_queue_status(CAST(:id AS uuid), 'completed')", id=queue_id)

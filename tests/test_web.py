@@ -8,7 +8,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from nexus import config
+from nexus import config, db
 from nexus.web import MAX_BODY_BYTES, create_app
 
 SAMPLE = [
@@ -21,6 +21,25 @@ URL = "/api/nexus/producer"
 
 def make_app(db_url, **env):
     return create_app({"SETTINGS": config.load(env), "DATABASE_URL": db_url, "TESTING": True})
+
+
+_readers: dict[str, sa.Engine] = {}
+
+
+def reader(app) -> sa.Engine:
+    """An engine with the login user's own privileges, to check what the app wrote (the
+    app's own engine runs as nexus_web, which may read no table)."""
+    url = app.config["DATABASE_URL"]
+    if url not in _readers:
+        _readers[url] = db.make_engine(url)
+    return _readers[url]
+
+
+@pytest.fixture(autouse=True)
+def _dispose_readers():
+    yield
+    while _readers:
+        _readers.popitem()[1].dispose()
 
 
 @pytest.fixture
@@ -36,7 +55,7 @@ def client(app):
 
 
 def count_rows(app, table="nexus_queue"):
-    with app.extensions["nexus_engine"].connect() as conn:
+    with reader(app).connect() as conn:
         return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
 
 
@@ -56,7 +75,7 @@ def test_accepts_a_conversation(client, app):
     assert body["estimatedProcessingTime"] == "<2 seconds"
     assert resp.headers["X-Queue-Id"] == body["queueId"]
     assert resp.headers["X-Message-Id"] == body["messageId"]
-    with app.extensions["nexus_engine"].connect() as conn:
+    with reader(app).connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM nexus_queue")).one()
     assert str(row.id) == body["queueId"] and row.messages == SAMPLE
     assert (row.session_id, row.fingerprint, row.status) == ("s-1", "fp-1", "pending")
@@ -71,7 +90,7 @@ def test_metadata_url_and_agent_win_over_headers(client, app):
         {"messages": SAMPLE, "sessionId": "s", "metadata": {"url": "u", "userAgent": "ua"}},
         headers={"Referer": "r", "User-Agent": "h"},
     )
-    with app.extensions["nexus_engine"].connect() as conn:
+    with reader(app).connect() as conn:
         md = conn.execute(sa.text("SELECT metadata FROM nexus_queue")).scalar_one()
     assert (md["url"], md["userAgent"]) == ("u", "ua")
 
@@ -219,7 +238,7 @@ def test_sql_in_strings_is_just_text(client, app):
     evil = "'); DROP TABLE nexus_queue; --"
     resp = post(client, {"messages": [{"role": "user", "content": evil}], "sessionId": evil})
     assert resp.status_code == 202
-    with app.extensions["nexus_engine"].connect() as conn:
+    with reader(app).connect() as conn:
         assert conn.execute(sa.text("SELECT session_id FROM nexus_queue")).scalar_one() == evil
 
 

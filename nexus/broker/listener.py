@@ -10,7 +10,8 @@ from collections import defaultdict
 
 import psycopg2
 
-from ..db import CONNECT_TIMEOUT, libpq_url
+from .. import connection
+from ..db import libpq_url
 from .sql import CHANNEL
 from .watchdog import GuardedThread
 
@@ -89,15 +90,7 @@ class Listener(GuardedThread):
                         pass
 
     def _connect(self):
-        conn = psycopg2.connect(
-            self.dsn,
-            connect_timeout=CONNECT_TIMEOUT,
-            application_name=self.application_name,
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-        )
+        conn = connection.connect(self.dsn, self.application_name)
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {CHANNEL}")
