@@ -538,7 +538,9 @@ def claim_clock_slot(conn: sa.Connection, job: str, slot) -> bool:
 
 
 def sweep_stuck_rows(engine: Engine, min_age_s: int) -> int:
-    """Give a new broker message to every row stuck without one; returns how many."""
+    """Give a new broker message to every row stuck without one, and mark failed (with the
+    dead letter's reason) every row whose version's message the broker dead-lettered; returns
+    how many were re-dispatched."""
     with translate_errors(), engine.begin() as conn:
         return conn.execute(q("sweep_stuck_rows"), {"min_age_s": min_age_s}).scalar_one()
 

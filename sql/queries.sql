@@ -171,17 +171,47 @@ DELETE FROM public.nexus_clock_slots WHERE fired_at < now() - interval '7 days';
 
 -- name: sweep_stuck_rows
 -- Rows in pending/processing, quiet for a while, with no live message for their version
--- (ready, delayed or claimed): give each one a new message.  Dead letters do not count.
+-- (ready, delayed or claimed).  When the broker dead-lettered that version's message (its
+-- delivery cap, after the message's workers died under it; a poison message), the row is
+-- marked failed with the dead letter's reason, so it ends visibly (`nexus failed`, `nexus
+-- retry`) instead of being sent to another worker to kill; any other stuck row gets a new
+-- message.  Returns the number re-dispatched.
+WITH stuck AS (
+    SELECT q.id, q.version,
+           (SELECT d.error
+              FROM public.broker_dead_letters d
+             WHERE d.actor_name = 'process_nexus_message'
+               AND d.args ->> 0 = q.id::text
+               AND d.args -> 1 = to_jsonb(q.version)
+             ORDER BY d.failed_at DESC
+             LIMIT 1) AS dead_error,
+           EXISTS (
+               SELECT FROM public.broker_dead_letters d
+                WHERE d.actor_name = 'process_nexus_message'
+                  AND d.args ->> 0 = q.id::text
+                  AND d.args -> 1 = to_jsonb(q.version)) AS dead
+      FROM public.nexus_queue q
+     WHERE q.status IN ('pending', 'processing')
+       AND q.updated_at < now() - make_interval(secs => :min_age_s)
+       AND NOT EXISTS (
+           SELECT FROM public.broker_messages m
+            WHERE m.actor_name = 'process_nexus_message'
+              AND m.args ->> 0 = q.id::text
+              AND m.args -> 1 = to_jsonb(q.version))
+), given_up AS (
+    UPDATE public.nexus_queue q
+       SET status = 'failed', retry_count = q.retry_count + 1,
+           error_message = 'dead-lettered by the broker: '
+                           || coalesce(s.dead_error, 'no reason recorded'),
+           processed_at = now(), updated_at = now()
+      FROM stuck s
+     WHERE s.dead AND q.id = s.id AND q.version = s.version
+       AND q.status IN ('pending', 'processing')
+)
 SELECT count(public.broker_enqueue('nexus', 'process_nexus_message',
-                                   jsonb_build_array(q.id::text, q.version))) AS swept
-  FROM public.nexus_queue q
- WHERE q.status IN ('pending', 'processing')
-   AND q.updated_at < now() - make_interval(secs => :min_age_s)
-   AND NOT EXISTS (
-       SELECT FROM public.broker_messages m
-        WHERE m.actor_name = 'process_nexus_message'
-          AND m.args ->> 0 = q.id::text
-          AND m.args -> 1 = to_jsonb(q.version));
+                                   jsonb_build_array(s.id::text, s.version))) AS swept
+  FROM stuck s
+ WHERE NOT s.dead;
 
 -- -- operations (nexus/ops.py; the functions are in migrations/0008_operations.sql) ----------
 

@@ -678,6 +678,36 @@ def test_sweeper_redispatches_a_row_that_lost_its_message(engine, workers):
     wait_status(engine, done.queue_id, "completed")
 
 
+def test_sweeper_fails_a_row_whose_message_the_broker_gave_up_on(engine):
+    # Given a row left processing whose message was dead-lettered (as the delivery cap does
+    # after workers died under it), When the sweeper runs, Then the row ends failed with the
+    # dead letter's reason and is not sent to another worker.
+    done = enqueue(engine, "killer")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "WITH m AS (DELETE FROM broker_messages RETURNING *) "
+                "INSERT INTO broker_dead_letters (message_id, queue_name, actor_name, args, "
+                "kwargs, options, message_timestamp, enqueued_at, attempts, retries, error) "
+                "SELECT message_id, queue_name, actor_name, args, kwargs, options, "
+                "message_timestamp, enqueued_at, 8, 0, "
+                "'delivered 8 times without an outcome (worker lost)' FROM m"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE nexus_queue SET status = 'processing', "
+                "updated_at = now() - interval '5 minutes'"
+            )
+        )
+    assert db.sweep_stuck_rows(engine, 30) == 0
+    row = queue_row(engine, done.queue_id)
+    assert row.status == "failed"
+    assert "delivered 8 times without an outcome" in row.error_message
+    assert fetch(engine, "SELECT count(*) FROM broker_messages")[0] == 0
+    assert db.sweep_stuck_rows(engine, 30) == 0
+
+
 @pytest.mark.fault
 @pytest.mark.slow
 def test_sigkill_mid_extraction_then_a_new_worker_completes_once(engine, workers, claude):

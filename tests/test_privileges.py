@@ -142,6 +142,17 @@ def test_supabase_api_roles_can_touch_nothing(supabase_db):
                         sa.text("SELECT has_function_privilege(:r, :f, 'EXECUTE')"),
                         {"r": role, "f": fn},
                     ).scalar_one(), (role, fn)
+                # Every sequence of the schema (identity sequences included: llm_calls_id_seq).
+                for seq in conn.execute(
+                    sa.text(
+                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'S'"
+                    )
+                ).scalars():
+                    assert not conn.execute(
+                        sa.text("SELECT has_sequence_privilege(:r, :s, 'USAGE, SELECT, UPDATE')"),
+                        {"r": role, "s": f"public.{seq}"},
+                    ).scalar_one(), (role, seq)
             conn.rollback()
     finally:
         engine.dispose()

@@ -16,13 +16,14 @@
 -- migration's transaction and once more at the end of every upgrade, so an object created by
 -- any later migration is never committed with those grants, and drift is repaired.
 
--- A nexus object is one in schema public whose name starts with nexus_, broker_ or prospect_,
+-- A nexus object is one in schema public whose name starts with nexus_, broker_, prospect_ or
+-- llm_calls_ (llm_calls' identity sequence),
 -- or one of the seed's function names below.  Nothing else in the schema is touched (on
 -- Supabase it is shared with the user's own tables).  New migrations name their objects so.
 CREATE FUNCTION public.nexus_is_nexus_object(p_name name)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = public, pg_temp AS $$
-    SELECT p_name ~ '^(nexus|broker|prospect)_'
+    SELECT p_name ~ '^(nexus|broker|prospect|llm_calls)_'
         OR p_name IN ('enqueue_nexus_message', 'update_queue_status', 'update_prospect_data',
                       'cleanup_old_nexus_queue', 'forget_visitor', 'llm_calls')
 $$;
